@@ -1,0 +1,8 @@
+"""pygpt: GPT- and BERT-family pre-training and fine-tuning without a deep-learning framework."""
+__version__ = "0.1.0"
+
+from .backend import info  # noqa: E402
+from .autograd import Tensor, no_grad, enable_grad, is_grad_enabled, tensor  # noqa: E402
+from . import functional  # noqa: E402
+
+__all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "functional", "info", "__version__"]
