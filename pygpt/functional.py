@@ -741,6 +741,12 @@ def split(a, sections, axis=-1):
 # --------------------------------------------------------------------------------------------
 
 
+def _matmul_2d(x, w):
+    """x (..., k) @ w (k, n) as one 2-D GEMM (NumPy would loop over the leading axes)."""
+    lead = x.shape[:-1]
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(lead + (w.shape[1],))
+
+
 class MatMul(Function):
     """a @ b with NumPy semantics (batched, broadcast, 1-D promoted);  da = g bᵀ,  db = aᵀ g"""
 
@@ -748,11 +754,16 @@ class MatMul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a @ b
+        return _matmul_2d(a, b) if b.ndim == 2 and a.ndim > 2 else a @ b
 
     def backward(self, g):
         a, b = self.a, self.b
         xp = _xp(g)
+        if b.ndim == 2 and a.ndim > 2:  # (..., m, k) @ (k, n): two plain GEMMs
+            g2 = g.reshape(-1, g.shape[-1])
+            ga = (g2 @ b.T).reshape(a.shape) if self.needs_grad[0] else None
+            gb = (a.reshape(-1, a.shape[-1]).T @ g2) if self.needs_grad[1] else None
+            return ga, gb
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         if a.ndim == 1:
@@ -763,11 +774,7 @@ class MatMul(Function):
         if self.needs_grad[0]:
             ga = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
         if self.needs_grad[1]:
-            if b2.ndim == 2 and a2.ndim > 2:  # (..., m, k) @ (k, n): one big GEMM, no per-batch copies
-                k = a2.shape[-1]
-                gb = a2.reshape(-1, k).T @ g.reshape(-1, g.shape[-1])
-            else:
-                gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2.shape)
+            gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2.shape)
             gb = gb.reshape(b.shape)
         return ga, gb
 
@@ -782,7 +789,7 @@ class Linear(Function):
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
-        y = x @ w
+        y = _matmul_2d(x, w)
         if b is not None:
             y += b
         return y
@@ -790,7 +797,7 @@ class Linear(Function):
     def backward(self, g):
         x, w = self.x, self.w
         g2 = g.reshape(-1, g.shape[-1])  # (N, out)
-        gx = (g @ w.T) if self.needs_grad[0] else None
+        gx = (g2 @ w.T).reshape(x.shape) if self.needs_grad[0] else None
         gw = (x.reshape(-1, x.shape[-1]).T @ g2) if self.needs_grad[1] else None
         gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
