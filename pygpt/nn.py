@@ -37,12 +37,15 @@ class Module:
     def __setattr__(self, name, value):
         if "_params" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name!r}")
-        self._params.pop(name, None)
-        self._modules.pop(name, None)
         if isinstance(value, Parameter):
-            self._params[name] = value
+            self._modules.pop(name, None)
+            self._params[name] = value  # a re-assigned name keeps its place in the order
         elif isinstance(value, Module):
+            self._params.pop(name, None)
             self._modules[name] = value
+        else:
+            self._params.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def __call__(self, *args, **kwargs):
