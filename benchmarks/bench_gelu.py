@@ -1,0 +1,143 @@
+"""GELU bandwidth: pygpt._C forward/backward vs a plain copy and vs PyTorch, float32, same process.
+
+GELU is memory-bound, so the figure of merit is bytes moved per second:
+    copy      2 n 4 bytes  (read src, write dst)
+    forward   2 n 4 bytes  (read x, write y)
+    backward  3 n 4 bytes  (read x, dy; write dx)
+Each row is the median of --repeats timed calls after one warm-up call, on preallocated buffers
+(torch "alloc" rows are the usual allocating calls: F.gelu and autograd, which fault fresh memory in).
+All kernels use the same thread count (pygpt._C.num_threads(), torch.set_num_threads); np.copyto is
+NumPy's single-threaded memcpy, torch copy_ is multi-threaded.
+
+    python benchmarks/bench_gelu.py [--sizes 1,2,4,8,16] [--repeats 15] [--threads N]
+
+Prints a table (GB/s) and writes benchmarks/bench_gelu.json next to this file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pygpt import backend
+
+MiB = 1 << 20
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: page faults, thread pool start
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cases(n: int, threads: int):
+    """Yield (name, bytes moved, callable) for one size n."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(n, dtype=np.float32)  # (n,)
+    dy = rng.standard_normal(n, dtype=np.float32)
+    y = np.empty_like(x)
+    dx = np.empty_like(x)
+    b2, b3 = 2 * 4 * n, 3 * 4 * n
+
+    yield "np.copyto", b2, lambda: np.copyto(y, x)
+    C = backend.native
+    if C is not None:
+        for approx in ("tanh", "none"):
+            yield f"pygpt fwd {approx}", b2, lambda a=approx: C.gelu_forward(x, y, a)
+            yield f"pygpt bwd {approx}", b3, lambda a=approx: C.gelu_backward(x, dy, dx, a)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+    ty, tdx = torch.from_numpy(y), torch.from_numpy(dx)
+    yield "torch copy_", b2, lambda: ty.copy_(tx)
+    aten = torch.ops.aten
+    for approx in ("tanh", "none"):
+        yield f"torch fwd {approx} out=", b2, lambda a=approx: aten.gelu.out(tx, approximate=a, out=ty)
+        yield f"torch bwd {approx} out=", b3, lambda a=approx: aten.gelu_backward.grad_input(
+            tdy, tx, approximate=a, grad_input=tdx
+        )
+    yield "torch fwd tanh alloc", b2, lambda: torch.nn.functional.gelu(tx, approximate="tanh")
+    xg = tx.clone().requires_grad_(True)
+    yg = torch.nn.functional.gelu(xg, approximate="tanh")
+    yield "torch bwd tanh autograd", b3, lambda: torch.autograd.grad(yg, xg, tdy, retain_graph=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1,2,4,8,16", help="sizes in Mi elements (comma-separated)")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=0, help="kernel threads (default: pygpt's current count)")
+    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    args = ap.parse_args()
+
+    C = backend.native
+    if C is None:
+        print(f"note: pygpt._C missing ({backend._NATIVE_ERROR}); only the peers are measured")
+    threads = args.threads or (C.num_threads() if C is not None else os.cpu_count() or 1)
+    if C is not None:
+        C.set_num_threads(threads)
+    sizes = [int(float(s) * MiB) for s in args.sizes.split(",")]
+
+    results = []  # one dict per (name, n)
+    for n in sizes:
+        for name, nbytes, fn in cases(n, threads):
+            sec = median_seconds(fn, args.repeats)
+            results.append({"name": name, "n": n, "bytes": nbytes, "seconds": sec, "gbps": nbytes / sec / 1e9})
+
+    names = list(dict.fromkeys(r["name"] for r in results))
+    by = {(r["name"], r["n"]): r for r in results}
+    copy_ref = {n: by[("np.copyto", n)]["gbps"] for n in sizes}
+    head = f"{'GB/s (float32)':<26}" + "".join(f"{n // MiB:>7}M" for n in sizes) + f"{'ms @' + str(sizes[-1] // MiB) + 'M':>11}" + f"{'vs copy':>9}"
+    print(f"GELU bandwidth, {threads} thread(s), {cpu_model()}, median of {args.repeats}")
+    print(head)
+    print("-" * len(head))
+    for name in names:
+        row = f"{name:<26}" + "".join(f"{by[(name, n)]['gbps']:>8.2f}" for n in sizes)
+        last = by[(name, sizes[-1])]
+        row += f"{last['seconds'] * 1e3:>11.2f}{last['gbps'] / copy_ref[sizes[-1]]:>9.2f}"
+        print(row)
+
+    info = {
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "threads": threads,
+        "repeats": args.repeats,
+        "numpy": np.__version__,
+        "native_build": C.build_info() if C is not None else None,
+        "bytes_moved": {"copy": "2*4*n", "forward": "2*4*n", "backward": "3*4*n"},
+        "results": results,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    Path(args.out).write_text(json.dumps(info, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

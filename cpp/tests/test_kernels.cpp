@@ -1,0 +1,257 @@
+// Standalone checks of the C++ kernels (no framework; registered with ctest).
+//   * gelu forward/backward vs a long-double reference, tolerance scaled by the condition
+//     number:  |y - ref| <= C eps (|f(x)| + |x f'(x)|)   (and the same with f', f'' for backward)
+//   * backward vs central differences of the double forward
+//   * tails (every n up to 67), in-place forward, thread-count invariance, special values,
+//     bit-identical results from the baseline, AVX2 and AVX-512 variants,
+//     std::invalid_argument on bad arguments.
+#include <pygpt/pygpt.h>
+
+#include "../src/cpu_dispatch.h"  // private: switch the ISA variant to compare them
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using pygpt::GeluApprox;
+using LD = long double;
+
+static int g_failed = 0, g_checks = 0;
+
+#define CHECK(cond, ...)                                         \
+    do {                                                         \
+        ++g_checks;                                              \
+        if (!(cond)) {                                           \
+            ++g_failed;                                          \
+            if (g_failed <= 20) {                                \
+                std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+                std::fprintf(stderr, __VA_ARGS__);               \
+                std::fprintf(stderr, "\n");                      \
+            }                                                    \
+        }                                                        \
+    } while (0)
+
+// ---- long-double reference ----
+static const LD kK = std::sqrt(LD(2) / LD(3.14159265358979323846264338327950288L));
+static const LD kC = LD(0.044715L);
+
+// f(x): tanh form as x * sigmoid(2u) (= 0.5 x (1 + tanh u) without cancellation); erf form via erfc.
+static LD ref_f(LD x, GeluApprox a) {
+    if (a == GeluApprox::Tanh) {
+        const LD u = kK * (x + kC * x * x * x);
+        return x / (1 + std::exp(-2 * u));
+    }
+    return x * LD(0.5) * std::erfc(-x / std::sqrt(LD(2)));
+}
+
+static LD ref_df(LD x, GeluApprox a) {
+    if (a == GeluApprox::Tanh) {
+        const LD u = kK * (x + kC * x * x * x);
+        const LD s = 1 / (1 + std::exp(-2 * u));    // (1 + t)/2
+        const LD s1 = 1 / (1 + std::exp(2 * u));    // (1 - t)/2
+        return s + 2 * x * s * s1 * kK * (1 + 3 * kC * x * x);
+    }
+    const LD cdf = LD(0.5) * std::erfc(-x / std::sqrt(LD(2)));
+    const LD pdf = std::exp(-x * x / 2) / std::sqrt(2 * LD(3.14159265358979323846264338327950288L));
+    return cdf + x * pdf;
+}
+
+static LD ref_d2f(LD x, GeluApprox a) {  // only used to size tolerances
+    const LD h = LD(1e-5) * std::max(LD(1), std::fabs(x));
+    return (ref_df(x + h, a) - ref_df(x - h, a)) / (2 * h);
+}
+
+template <class T>
+static void check_against_reference(GeluApprox a, const char* tag) {
+    std::vector<T> x;
+    for (int i = -4000; i <= 4000; ++i) x.push_back(T(i) / T(100));  // [-40, 40] step 0.01
+    std::mt19937_64 rng(1234);
+    std::normal_distribution<double> normal(0.0, 3.0);
+    for (int i = 0; i < 20000; ++i) x.push_back(T(normal(rng)));
+    for (T v : {T(0), T(-0.0), T(1e-30), T(-1e-30), std::numeric_limits<T>::denorm_min(),
+                std::numeric_limits<T>::min(), T(1e10), T(-1e10), std::numeric_limits<T>::max(),
+                std::numeric_limits<T>::lowest()})
+        x.push_back(v);
+    const size_t n = x.size();
+    std::vector<T> y(n), dy(n), dx(n);
+    std::uniform_real_distribution<double> unif(-2.0, 2.0);
+    for (auto& v : dy) v = T(unif(rng));
+    pygpt::gelu_forward(x.data(), y.data(), int64_t(n), a);
+    pygpt::gelu_backward(x.data(), dy.data(), dx.data(), int64_t(n), a);
+
+    const LD eps = std::numeric_limits<T>::epsilon();
+    // exp() results below the smallest normal number are flushed to zero: that moves f by up to
+    // |x| min_normal and f' by up to 2k|x|(1 + 3c x^2) min_normal.
+    const LD tiny = LD(std::numeric_limits<T>::min()) * 4;
+    const LD C = 16;
+    double worst_f = 0, worst_b = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const LD xi = x[i];
+        const LD f = ref_f(xi, a), df = ref_df(xi, a);
+        const LD tol_f = C * eps * (std::fabs(f) + std::fabs(xi * df)) + tiny * (1 + std::fabs(xi));
+        const LD err_f = std::fabs(LD(y[i]) - f);
+        worst_f = std::max(worst_f, double(err_f / tol_f));
+        CHECK(err_f <= tol_f, "%s forward x=%.9Lg y=%.9Lg ref=%.9Lg", tag, xi, LD(y[i]), f);
+        const LD g = LD(dy[i]) * df;
+        const LD d2 = std::isfinite(double(xi)) && std::fabs(xi) < 1e6 ? ref_d2f(xi, a) : 0;
+        const LD ax = std::fabs(xi) < 1e6 ? std::fabs(xi) : 1e6;
+        const LD tol_b = C * eps * (std::fabs(g) + std::fabs(xi * d2 * LD(dy[i]))) + tiny * (1 + ax * ax * ax);
+        const LD err_b = std::fabs(LD(dx[i]) - g);
+        worst_b = std::max(worst_b, double(err_b / tol_b));
+        CHECK(err_b <= tol_b, "%s backward x=%.9Lg dx=%.9Lg ref=%.9Lg", tag, xi, LD(dx[i]), g);
+    }
+    std::printf("  %-14s worst error / tolerance: forward %.3f, backward %.3f\n", tag, worst_f, worst_b);
+}
+
+template <class T>
+static void check_special_values(GeluApprox a, const char* tag) {
+    const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
+    T x[3] = {inf, -inf, nan}, y[3], one[3] = {1, 1, 1}, dx[3];
+    pygpt::gelu_forward(x, y, 3, a);
+    pygpt::gelu_backward(x, one, dx, 3, a);
+    CHECK(y[0] == inf, "%s f(+inf) = %g", tag, double(y[0]));
+    CHECK(y[1] == 0, "%s f(-inf) = %g", tag, double(y[1]));
+    CHECK(std::isnan(y[2]), "%s f(nan) = %g", tag, double(y[2]));
+    CHECK(dx[0] == 1, "%s f'(+inf) = %g", tag, double(dx[0]));
+    CHECK(dx[1] == 0, "%s f'(-inf) = %g", tag, double(dx[1]));
+    CHECK(std::isnan(dx[2]), "%s f'(nan) = %g", tag, double(dx[2]));
+}
+
+static void check_finite_differences(GeluApprox a, const char* tag) {
+    // f'(x) ~ (f(x+h) - f(x-h)) / 2h with the double kernel: error ~ h^2 |f'''| + eps |f| / h.
+    const double h = 1e-5;
+    double worst = 0;
+    for (int i = -600; i <= 600; ++i) {
+        const double x = i / 100.0 + 0.003;
+        double xs[2] = {x + h, x - h}, fs[2], one = 1, d;
+        pygpt::gelu_forward(xs, fs, 2, a);
+        pygpt::gelu_backward(&x, &one, &d, 1, a);
+        const double fd = (fs[0] - fs[1]) / (2 * h);
+        worst = std::max(worst, std::fabs(fd - d));
+        CHECK(std::fabs(fd - d) <= 1e-8, "%s finite difference at x=%g: %.12g vs %.12g", tag, x, fd, d);
+    }
+    std::printf("  %-14s worst |central difference - backward| = %.2e\n", tag, worst);
+}
+
+template <class T>
+static void check_tails_inplace_threads(GeluApprox a, const char* tag) {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.f, 2.f);
+    // Every n up to 67 (covers any vector width and the scalar tail) against one-at-a-time calls.
+    for (int n = 0; n <= 67; ++n) {
+        std::vector<T> x(n + 1), y(n + 1, T(-7)), dy(n + 1), dx(n + 1, T(-7));
+        for (auto& v : x) v = T(normal(rng));
+        for (auto& v : dy) v = T(normal(rng));
+        pygpt::gelu_forward(x.data(), y.data(), n, a);
+        pygpt::gelu_backward(x.data(), dy.data(), dx.data(), n, a);
+        bool ok = y[n] == T(-7) && dx[n] == T(-7);  // nothing written past n
+        for (int i = 0; i < n; ++i) {
+            T yi, dxi;
+            pygpt::gelu_forward(&x[i], &yi, 1, a);
+            pygpt::gelu_backward(&x[i], &dy[i], &dxi, 1, a);
+            ok = ok && std::memcmp(&yi, &y[i], sizeof(T)) == 0 && std::memcmp(&dxi, &dx[i], sizeof(T)) == 0;
+        }
+        CHECK(ok, "%s tail n=%d differs from element-wise calls (or wrote past the end)", tag, n);
+    }
+    // In place and any thread count give identical bits (n large enough for several chunks).
+    const int64_t n = 300007;
+    std::vector<T> x(n), y(n), z(n), dy(n), d1(n), d2(n);
+    for (auto& v : x) v = T(normal(rng));
+    for (auto& v : dy) v = T(normal(rng));
+    const int saved = pygpt::num_threads();
+    pygpt::set_num_threads(1);
+    pygpt::gelu_forward(x.data(), y.data(), n, a);
+    pygpt::gelu_backward(x.data(), dy.data(), d1.data(), n, a);
+    pygpt::set_num_threads(4);
+    pygpt::gelu_backward(x.data(), dy.data(), d2.data(), n, a);
+    z = x;
+    pygpt::gelu_forward(z.data(), z.data(), n, a);
+    pygpt::set_num_threads(saved);
+    CHECK(std::memcmp(y.data(), z.data(), n * sizeof(T)) == 0, "%s in-place/threaded forward differs", tag);
+    CHECK(std::memcmp(d1.data(), d2.data(), n * sizeof(T)) == 0, "%s backward differs with 1 vs 4 threads", tag);
+}
+
+template <class T>
+static void check_isa_variants_identical(GeluApprox a, const char* tag) {
+    using pygpt::detail::Isa;
+    std::vector<T> x;
+    for (int i = -50000; i <= 50000; ++i) x.push_back(T(i) / T(1000));  // [-50, 50]
+    const int64_t n = int64_t(x.size());
+    std::vector<T> dy(x.size(), T(0.75)), y0(n), d0(n), y1(n), d1(n);
+    const Isa saved = pygpt::detail::active_isa();
+    pygpt::detail::set_active_isa(Isa::Baseline);
+    pygpt::gelu_forward(x.data(), y0.data(), n, a);
+    pygpt::gelu_backward(x.data(), dy.data(), d0.data(), n, a);
+    for (Isa isa : {Isa::Avx2, Isa::Avx512}) {
+        if (!pygpt::detail::isa_supported(isa)) {
+            std::printf("  %-14s %s variant not available here\n", tag, pygpt::detail::isa_name(isa));
+            continue;
+        }
+        pygpt::detail::set_active_isa(isa);
+        pygpt::gelu_forward(x.data(), y1.data(), n, a);
+        pygpt::gelu_backward(x.data(), dy.data(), d1.data(), n, a);
+        CHECK(std::memcmp(y0.data(), y1.data(), n * sizeof(T)) == 0, "%s forward: baseline and %s differ", tag,
+              pygpt::detail::isa_name(isa));
+        CHECK(std::memcmp(d0.data(), d1.data(), n * sizeof(T)) == 0, "%s backward: baseline and %s differ", tag,
+              pygpt::detail::isa_name(isa));
+    }
+    pygpt::detail::set_active_isa(saved);
+}
+
+template <class Fn>
+static bool throws_invalid(Fn fn) {
+    try {
+        fn();
+    } catch (const std::invalid_argument&) {
+        return true;
+    } catch (...) {
+    }
+    return false;
+}
+
+static void check_bad_arguments() {
+    float x[4] = {0, 1, 2, 3}, y[4];
+    CHECK(throws_invalid([&] { pygpt::gelu_forward(x, y, -1, GeluApprox::Tanh); }), "n < 0 accepted");
+    CHECK(throws_invalid([&] { pygpt::gelu_forward(static_cast<float*>(nullptr), y, 4, GeluApprox::Tanh); }),
+          "null x accepted");
+    CHECK(throws_invalid([&] { pygpt::gelu_backward(x, nullptr, y, 4, GeluApprox::None); }), "null dy accepted");
+    CHECK(throws_invalid([&] { pygpt::gelu_forward(x, y, 4, static_cast<GeluApprox>(7)); }),
+          "bad GeluApprox accepted");
+    CHECK(throws_invalid([] { pygpt::set_num_threads(0); }), "set_num_threads(0) accepted");
+    CHECK(!throws_invalid([] { pygpt::gelu_forward(static_cast<const double*>(nullptr), nullptr, 0,
+                                                   GeluApprox::Tanh); }),
+          "n == 0 with null pointers must be a no-op");
+}
+
+int main() {
+    const pygpt::BuildInfo info = pygpt::build_info();
+    std::printf("pygpt %s, %s, %s, simd %s, OpenMP %s (%d threads), CUDA %s\n", info.version.c_str(),
+                info.compiler.c_str(), info.build_type.c_str(), info.simd.c_str(), info.openmp ? "yes" : "no",
+                info.max_threads, info.cuda ? "yes" : "no");
+    check_against_reference<float>(GeluApprox::Tanh, "float tanh");
+    check_against_reference<double>(GeluApprox::Tanh, "double tanh");
+    check_against_reference<float>(GeluApprox::None, "float erf");
+    check_against_reference<double>(GeluApprox::None, "double erf");
+    check_special_values<float>(GeluApprox::Tanh, "float tanh");
+    check_special_values<double>(GeluApprox::Tanh, "double tanh");
+    check_special_values<float>(GeluApprox::None, "float erf");
+    check_special_values<double>(GeluApprox::None, "double erf");
+    check_finite_differences(GeluApprox::Tanh, "tanh");
+    check_finite_differences(GeluApprox::None, "erf");
+    check_tails_inplace_threads<float>(GeluApprox::Tanh, "float tanh");
+    check_tails_inplace_threads<double>(GeluApprox::Tanh, "double tanh");
+    check_tails_inplace_threads<float>(GeluApprox::None, "float erf");
+    check_tails_inplace_threads<double>(GeluApprox::None, "double erf");
+    check_isa_variants_identical<float>(GeluApprox::Tanh, "float tanh");
+    check_isa_variants_identical<double>(GeluApprox::Tanh, "double tanh");
+    check_isa_variants_identical<float>(GeluApprox::None, "float erf");
+    check_isa_variants_identical<double>(GeluApprox::None, "double erf");
+    check_bad_arguments();
+    std::printf("%d passed, %d failed\n", g_checks - g_failed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
