@@ -7,14 +7,27 @@ import sys
 
 
 def _train(args) -> int:
+    from .checkpoint import latest_checkpoint, load_checkpoint  # noqa: PLC0415
     from .train import TrainConfig, pretrain  # noqa: PLC0415
 
-    cfg = TrainConfig(preset=args.preset, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch,
-                      context=args.context, lr=args.lr,
-                      warmup=args.warmup if args.warmup is not None else min(50, args.steps // 10), vocab_size=args.vocab_size,
-                      seed=args.seed, corpus=args.corpus, out_dir=args.out, eval_interval=args.eval_interval,
-                      sample_prompt=args.prompt)
-    result = pretrain(cfg)
+    if args.resume:
+        ckpt = latest_checkpoint(args.resume)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume {args.resume}: no checkpoints/ckpt-*.safetensors there")
+        saved = load_checkpoint(ckpt)["train_config"]
+        cfg = TrainConfig(**saved, out_dir=args.resume, resume=True, time_budget=args.time_budget)
+    else:
+        cfg = TrainConfig(preset=args.preset, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch,
+                          context=args.context, lr=args.lr,
+                          warmup=args.warmup if args.warmup is not None else min(50, args.steps // 10),
+                          vocab_size=args.vocab_size, seed=args.seed, corpus=args.corpus, out_dir=args.out,
+                          eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
+                          keep_checkpoints=args.keep_checkpoints, sample_prompt=args.prompt)
+    try:
+        result = pretrain(cfg)
+    except FloatingPointError as exc:
+        print(f"pygpt train: stopped: {exc}", file=sys.stderr)
+        return 3
     first, last = result["val_history"][0][1], result["val_history"][-1][1]
     print(f"done  {result['steps']} updates in {result['train_seconds']:.0f}s; "
           f"validation loss {first:.3f} -> {last:.3f}; outputs in {result['out_dir']}")
@@ -68,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/shakespeare", help="output directory (default runs/shakespeare)")
     t.add_argument("--eval-interval", type=int, default=100, help="updates between validation evaluations")
     t.add_argument("--prompt", default="ROMEO:\n", help="prompt for the samples printed at the end")
+    t.add_argument("--checkpoint-interval", type=int, default=None,
+                   help="updates between checkpoints (default: --eval-interval)")
+    t.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints to keep (default 3)")
+    t.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run in DIR from its newest checkpoint (other options are taken from it)")
     t.set_defaults(func=_train)
 
     s = sub.add_parser("sample", help="generate text from a trained run")

@@ -15,16 +15,17 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import optim
 from .autograd import no_grad
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data.corpus import load_shakespeare, read_text_corpus, render_text, split_plays
 from .data.tokens import BatchSampler, TokenFile, iter_eval_batches, write_token_file
-from .models.gpt import GPT, preset
+from .models.gpt import GPT, GPTConfig, preset
 from .safetensors import atomic_write, load_file, save_file
 from .tokenizer import BPETokenizer
 
@@ -52,11 +53,14 @@ class TrainConfig:
     log_interval: int = 10
     sample_tokens: int = 120
     sample_prompt: str = "ROMEO:\n"
+    checkpoint_interval: int | None = None  # default: eval_interval
+    keep_checkpoints: int = 3
+    resume: bool = False  # continue from the newest checkpoint in out_dir
     quiet: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "vocab_size", "eval_interval", "eval_batches", "log_interval"):
+        for name in ("steps", "batch_size", "vocab_size", "eval_interval", "eval_batches", "log_interval",
+                     "keep_checkpoints"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.lr <= 0:
@@ -65,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"warmup must be in [0, steps={self.steps}], got {self.warmup}")
         if self.context is not None and self.context < 2:
             raise ValueError(f"context must be at least 2, got {self.context}")
+        if self.checkpoint_interval is not None and self.checkpoint_interval <= 0:
+            raise ValueError(f"checkpoint_interval must be positive, got {self.checkpoint_interval}")
         if self.vocab_size < 257:
             raise ValueError(f"vocab_size must be at least 257 (256 bytes + <|endoftext|>), got {self.vocab_size}")
 
@@ -190,8 +196,6 @@ def load_run(run_dir) -> tuple[GPT, BPETokenizer]:
     run = Path(run_dir)
     if not (run / "model.safetensors").exists():
         raise FileNotFoundError(f"{run}: no model.safetensors here; is it a `pygpt train` output directory?")
-    from .models.gpt import GPTConfig  # noqa: PLC0415
-
     cfg = json.loads((run / "config.json").read_text())["model"]
     model = GPT(GPTConfig(**cfg))
     weights, _ = load_file(run / "model.safetensors")
@@ -200,15 +204,35 @@ def load_run(run_dir) -> tuple[GPT, BPETokenizer]:
     return model, BPETokenizer.load(run / "tokenizer.json")
 
 
+def _training_state_config(cfg: TrainConfig) -> dict:
+    """The settings a resumed run must share with the run it continues."""
+    d = asdict(cfg)
+    for k in ("quiet", "resume", "out_dir", "time_budget"):
+        d.pop(k)
+    return d
+
+
 def pretrain(cfg: TrainConfig):
     log = (lambda *a, **k: None) if cfg.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     out = Path(cfg.out_dir)
+    state = None
+    if cfg.resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise FileNotFoundError(f"resume: no checkpoint in {out / 'checkpoints'}; is it a `pygpt train` output directory?")
+        state = load_checkpoint(ckpt)
+        if state["train_config"] != _training_state_config(cfg):
+            raise ValueError(f"resume: {ckpt} was written with different settings: {state['train_config']}")
+        log(f"resume  {ckpt} (after {state['step']} updates)")
     tok, train_tokens, valid_tokens = prepare_data(cfg, log)
 
-    overrides = {"vocab_size": tok.n_vocab}
-    if cfg.context is not None:
-        overrides["n_ctx"] = cfg.context
-    mcfg = preset(cfg.preset, **overrides)
+    if state is not None:
+        mcfg = GPTConfig(**state["model_config"])
+    else:
+        overrides = {"vocab_size": tok.n_vocab}
+        if cfg.context is not None:
+            overrides["n_ctx"] = cfg.context
+        mcfg = preset(cfg.preset, **overrides)
     context = mcfg.n_ctx
     model = GPT(mcfg, seed=cfg.seed)
     log(f"model  {cfg.preset}: {mcfg.n_layer} layers × {mcfg.d_model} wide, {mcfg.n_head} heads, ctx {context}, "
@@ -218,18 +242,40 @@ def pretrain(cfg: TrainConfig):
                       betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     schedule = optim.warmup_cosine(cfg.lr, cfg.warmup, cfg.steps, min_lr=cfg.min_lr)
     sampler = BatchSampler(train_tokens.tokens, cfg.batch_size, context, seed=cfg.seed)
+    tokenizer_json = (out / "tokenizer.json").read_text(encoding="utf-8")
+    ckpt_every = cfg.checkpoint_interval or cfg.eval_interval
+
+    def checkpoint(step):
+        path = save_checkpoint(out, step, model, opt, sampler, model.generator, _training_state_config(cfg),
+                               tokenizer_json, keep=cfg.keep_checkpoints)
+        log(f"checkpoint  step {step} -> {path}")
 
     metrics_path = out / "metrics.jsonl"
-    metrics = open(metrics_path, "w")
     tokens_per_step = cfg.batch_size * context
-    val0 = evaluate(model, valid_tokens.tokens, cfg.batch_size, context, cfg.eval_batches)
-    log(f"eval  step 0 | val loss {val0:.4f} (uniform would be {math.log(mcfg.vocab_size):.4f})")
-    metrics.write(json.dumps({"step": 0, "val_loss": val0}) + "\n")
-    history = [(0, val0)]
+    if state is not None:
+        model.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        model.generator.load_state_dict(state["dropout"])
+        step = state["step"]
+        # keep the metrics up to the checkpoint; what a killed run logged after it is redone
+        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
+            if metrics_path.exists() else []
+        rows = [r for r in rows if r["step"] <= step]
+        history = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+        metrics = open(metrics_path, "w")
+        metrics.writelines(json.dumps(r) + "\n" for r in rows)
+    else:
+        step = 0
+        metrics = open(metrics_path, "w")
+        val0 = evaluate(model, valid_tokens.tokens, cfg.batch_size, context, cfg.eval_batches)
+        log(f"eval  step 0 | val loss {val0:.4f} (uniform would be {math.log(mcfg.vocab_size):.4f})")
+        metrics.write(json.dumps({"step": 0, "val_loss": val0}) + "\n")
+        history = [(0, val0)]
 
     t_start = time.time()
     window_t, window_tokens = t_start, 0
-    step = 0
+    first_step = step
     loss_val = float("nan")
     try:
         while step < cfg.steps:
@@ -238,7 +284,9 @@ def pretrain(cfg: TrainConfig):
             _, loss = model(x, y)
             loss_val = loss.item()
             if not math.isfinite(loss_val):
-                raise FloatingPointError(f"loss became {loss_val} at step {step}; stopping (lower --lr?)")
+                raise FloatingPointError(
+                    f"loss became {loss_val} at update {step + 1}; stopping. The last good checkpoint in "
+                    f"{out / 'checkpoints'} is intact (try a lower --lr)")
             loss.backward()
             norm = optim.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
@@ -251,7 +299,7 @@ def pretrain(cfg: TrainConfig):
                 tps = window_tokens / max(now - window_t, 1e-9)
                 window_t, window_tokens = now, 0
                 remaining = cfg.steps - step
-                eta = remaining * elapsed / step
+                eta = remaining * elapsed / (step - first_step)
                 if cfg.time_budget is not None:
                     eta = min(eta, cfg.time_budget - elapsed)
                 log(f"step {step:5d}/{cfg.steps} | loss {loss_val:.4f} | lr {opt.lr:.2e} | "
@@ -266,6 +314,8 @@ def pretrain(cfg: TrainConfig):
                 log(f"eval  step {step} | val loss {val:.4f}")
                 metrics.write(json.dumps({"step": step, "val_loss": val}) + "\n")
                 metrics.flush()
+            if step % ckpt_every == 0 or step == cfg.steps or out_of_time:
+                checkpoint(step)
             if out_of_time:
                 log(f"time budget of {cfg.time_budget:.0f}s reached after {step} updates")
                 break

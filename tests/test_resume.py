@@ -1,0 +1,99 @@
+"""Crash safety: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pygpt.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from pygpt.data.corpus import load_shakespeare, render_text
+from pygpt.safetensors import load_file
+from pygpt.train import TrainConfig, pretrain
+
+STEPS = 24
+
+
+def _args(corpus, out):
+    return [sys.executable, "-m", "pygpt.cli", "train", "--preset", "tiny", "--steps", str(STEPS), "--batch", "4",
+            "--context", "32", "--vocab-size", "300", "--corpus", str(corpus), "--out", str(out),
+            "--eval-interval", "8", "--checkpoint-interval", "4", "--keep-checkpoints", "2", "--lr", "3e-3"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    p = tmp_path_factory.mktemp("corpus") / "c.txt"
+    p.write_text(render_text(load_shakespeare()[:1]), encoding="utf-8")
+    return p
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path, corpus):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_args(corpus, straight), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(_args(corpus, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("checkpoint  step 12"):
+            time.sleep(0.3)  # let it get into the next updates, then kill mid-step
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    assert not (killed / "model.safetensors").exists()
+    last = load_checkpoint(latest_checkpoint(killed))
+    assert 12 <= last["step"] < STEPS
+    assert len(list_checkpoints(killed)) <= 2
+
+    done = subprocess.run([sys.executable, "-m", "pygpt.cli", "train", "--resume", str(killed)], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"after {last['step']} updates" in done.stdout
+
+    a, _ = load_file(straight / "model.safetensors")
+    b, _ = load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    ca, cb = load_checkpoint(latest_checkpoint(straight)), load_checkpoint(latest_checkpoint(killed))
+    for k in ca["optimizer"]["arrays"]:
+        assert np.array_equal(ca["optimizer"]["arrays"][k], cb["optimizer"]["arrays"][k]), k
+    assert ca["sampler"] == cb["sampler"] and ca["dropout"] == cb["dropout"]
+    assert (straight / "metrics.jsonl").read_text().count("val_loss") == (killed / "metrics.jsonl").read_text().count("val_loss")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus, capsys, monkeypatch):
+    from pygpt.cli import main
+    from pygpt.models.gpt import GPT
+
+    real_forward, calls = GPT.forward, {"train": 0}
+
+    def forward_that_diverges(self, ids, targets=None, cache=None):
+        logits, loss = real_forward(self, ids, targets, cache)
+        if self.training and targets is not None:
+            calls["train"] += 1
+            if calls["train"] == 11:  # the 11th update's loss is NaN
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", forward_that_diverges)
+    out = tmp_path / "nan"
+    rc = main(["train", "--preset", "tiny", "--steps", "40", "--batch", "4", "--context", "32", "--vocab-size", "300",
+               "--corpus", str(corpus), "--out", str(out), "--eval-interval", "4"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "loss became nan at update 11" in err and "intact" in err
+    good = latest_checkpoint(out)
+    state = load_checkpoint(good)
+    assert state["step"] == 8
+    assert all(np.isfinite(v).all() for v in state["model"].values())
+    assert not (out / "model.safetensors").exists()
+
+
+def test_resume_errors(tmp_path, corpus):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        pretrain(TrainConfig(out_dir=str(tmp_path / "nothing"), resume=True, corpus=str(corpus), quiet=True))
