@@ -15,14 +15,15 @@ def _train(args) -> int:
         if ckpt is None:
             raise FileNotFoundError(f"--resume {args.resume}: no checkpoints/ckpt-*.safetensors there")
         saved = load_checkpoint(ckpt)["train_config"]
-        cfg = TrainConfig(**saved, out_dir=args.resume, resume=True, time_budget=args.time_budget)
+        cfg = TrainConfig(**saved, out_dir=args.resume, resume=True, time_budget=args.time_budget,
+                          device=args.device)
     else:
         cfg = TrainConfig(preset=args.preset, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch,
                           context=args.context, lr=args.lr,
                           warmup=args.warmup if args.warmup is not None else min(50, args.steps // 10),
                           vocab_size=args.vocab_size, seed=args.seed, corpus=args.corpus, out_dir=args.out,
                           eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
-                          keep_checkpoints=args.keep_checkpoints, sample_prompt=args.prompt)
+                          keep_checkpoints=args.keep_checkpoints, sample_prompt=args.prompt, device=args.device)
     try:
         result = pretrain(cfg)
     except FloatingPointError as exc:
@@ -40,6 +41,7 @@ def _sample(args) -> int:
     from .train import load_run  # noqa: PLC0415
 
     model, tok = load_run(args.run)
+    model.to(device=args.device)
     prompt = tok.encode_ordinary(args.prompt)
     if not prompt:
         raise SystemExit("pygpt sample: --prompt must not be empty")
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/shakespeare", help="output directory (default runs/shakespeare)")
     t.add_argument("--eval-interval", type=int, default=100, help="updates between validation evaluations")
     t.add_argument("--prompt", default="ROMEO:\n", help="prompt for the samples printed at the end")
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu (NumPy) or cuda (CuPy)")
     t.add_argument("--checkpoint-interval", type=int, default=None,
                    help="updates between checkpoints (default: --eval-interval)")
     t.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints to keep (default 3)")
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=float, default=None)
     s.add_argument("--num", type=int, default=1, help="number of samples")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.set_defaults(func=_sample)
 
     i = sub.add_parser("info", help="print what this installation supports (native kernels, CUDA)")

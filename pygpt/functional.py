@@ -603,9 +603,7 @@ def _index_add(target, index, values):
     if xp is np:
         np.add.at(target, index, values)
     else:
-        import cupyx  # noqa: PLC0415
-
-        cupyx.scatter_add(target, index, values)
+        xp.add.at(target, index, values)
 
 
 class Concatenate(Function):
@@ -673,6 +671,9 @@ def getitem(a, index):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
     elif isinstance(index, list):
         index = np.asarray(index)
+    if a.xp is not np:  # CuPy wants its own arrays as indices
+        move = lambda i: a.xp.asarray(i) if isinstance(i, np.ndarray) else i  # noqa: E731
+        index = tuple(move(i) for i in index) if isinstance(index, tuple) else move(index)
     try:
         return GetItem.apply(a, index=index)
     except IndexError as exc:
@@ -949,10 +950,11 @@ class Embedding(Function):
         return gw, None
 
 
-def _int_ids(ids, arg):
+def _int_ids(ids, arg, like=None):
+    """Integer index array on the device of `like` (ids may come as lists, NumPy or CuPy)."""
     if isinstance(ids, Tensor):
         ids = ids.data
-    xp = backend.get_xp(ids)
+    xp = like.xp if like is not None else backend.get_xp(ids)
     ids = xp.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{arg} must hold integers, got dtype {ids.dtype}")
@@ -964,7 +966,7 @@ def embedding(weight, ids) -> Tensor:
     _check_tensor(weight, "weight")
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, dim), got {weight.shape}")
-    ids = _int_ids(ids, "ids")
+    ids = _int_ids(ids, "ids", like=weight)
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= weight.shape[0]):
         raise ValueError(
             f"embedding: ids must be in [0, {weight.shape[0]}), got values in [{int(ids.min())}, {int(ids.max())}]"
@@ -1015,10 +1017,10 @@ class Where(Function):
         return None, ga, gb
 
 
-def _bool_mask(mask, arg):
+def _bool_mask(mask, arg, like=None):
     if isinstance(mask, Tensor):
         mask = mask.data
-    xp = backend.get_xp(mask)
+    xp = like.xp if like is not None else backend.get_xp(mask)
     mask = xp.asarray(mask)
     if mask.dtype != np.bool_:
         raise TypeError(f"{arg} must be boolean, got dtype {mask.dtype}")
@@ -1026,8 +1028,8 @@ def _bool_mask(mask, arg):
 
 
 def where(cond, a, b) -> Tensor:
-    cond = _bool_mask(cond, "cond")
     a, b = _lift_pair(a, b, "where")
+    cond = _bool_mask(cond, "cond", like=a)
     try:
         np.broadcast_shapes(cond.shape, a.shape, b.shape)
     except ValueError:
@@ -1038,7 +1040,7 @@ def where(cond, a, b) -> Tensor:
 def masked_fill(x, mask, value: float) -> Tensor:
     """x with `value` where mask is True (mask broadcasts to x)."""
     _check_tensor(x, "x")
-    mask = _bool_mask(mask, "mask")
+    mask = _bool_mask(mask, "mask", like=x)
     try:
         if np.broadcast_shapes(mask.shape, x.shape) != x.shape:
             raise ValueError
@@ -1097,7 +1099,7 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     """Cross-entropy of logits (..., V) against integer targets (...). Rows whose target equals
     ignore_index contribute nothing; 'mean' divides by the number of kept rows (0 if none)."""
     _check_tensor(logits, "logits")
-    t = _int_ids(targets, "targets")
+    t = _int_ids(targets, "targets", like=logits)
     if logits.ndim < 1 or t.shape != logits.shape[:-1]:
         raise ValueError(f"cross_entropy: targets must have shape {logits.shape[:-1]}, got {t.shape}")
     if reduction not in ("mean", "sum", "none"):
@@ -1191,7 +1193,7 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None, dr
     if causal and k.shape[2] < Tq:
         raise ValueError(f"attention: causal attention needs Tk >= Tq, got Tq={Tq}, Tk={k.shape[2]}")
     if key_mask is not None:
-        key_mask = _bool_mask(key_mask, "key_mask")
+        key_mask = _bool_mask(key_mask, "key_mask", like=q)
         if key_mask.shape != (B, k.shape[2]):
             raise ValueError(f"attention: key_mask must have shape ({B}, {k.shape[2]}), got {key_mask.shape}")
     if not 0.0 <= dropout_p < 1.0:

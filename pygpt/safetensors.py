@@ -18,6 +18,7 @@ import tempfile
 
 import numpy as np
 
+from .autograd import Tensor
 from .backend import to_numpy
 
 DTYPES = {
@@ -46,7 +47,9 @@ def save_file(tensors: dict, path, metadata: dict | None = None) -> None:
     for name, arr in tensors.items():
         if not isinstance(name, str) or name == "__metadata__":
             raise ValueError(f"tensor names must be strings other than '__metadata__', got {name!r}")
-        a = to_numpy(getattr(arr, "data", arr) if not isinstance(arr, np.ndarray) else arr)
+        if isinstance(arr, Tensor):
+            arr = arr.data
+        a = to_numpy(arr)  # copies CuPy arrays to the host
         a = a if a.flags.c_contiguous else a.copy()  # (ascontiguousarray would make 0-d arrays 1-d)
         if a.dtype not in _CODES:
             raise TypeError(f"tensor {name!r} has dtype {a.dtype}, which safetensors cannot store")

@@ -53,6 +53,7 @@ class TrainConfig:
     log_interval: int = 10
     sample_tokens: int = 120
     sample_prompt: str = "ROMEO:\n"
+    device: str = "cpu"  # "cpu" (NumPy) or "cuda" (CuPy)
     checkpoint_interval: int | None = None  # default: eval_interval
     keep_checkpoints: int = 3
     resume: bool = False  # continue from the newest checkpoint in out_dir
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"context must be at least 2, got {self.context}")
         if self.checkpoint_interval is not None and self.checkpoint_interval <= 0:
             raise ValueError(f"checkpoint_interval must be positive, got {self.checkpoint_interval}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.vocab_size < 257:
             raise ValueError(f"vocab_size must be at least 257 (256 bytes + <|endoftext|>), got {self.vocab_size}")
 
@@ -207,7 +210,7 @@ def load_run(run_dir) -> tuple[GPT, BPETokenizer]:
 def _training_state_config(cfg: TrainConfig) -> dict:
     """The settings a resumed run must share with the run it continues."""
     d = asdict(cfg)
-    for k in ("quiet", "resume", "out_dir", "time_budget"):
+    for k in ("quiet", "resume", "out_dir", "time_budget", "device"):
         d.pop(k)
     return d
 
@@ -234,9 +237,10 @@ def pretrain(cfg: TrainConfig):
             overrides["n_ctx"] = cfg.context
         mcfg = preset(cfg.preset, **overrides)
     context = mcfg.n_ctx
-    model = GPT(mcfg, seed=cfg.seed)
+    model = GPT(mcfg, seed=cfg.seed).to(device=cfg.device)
     log(f"model  {cfg.preset}: {mcfg.n_layer} layers × {mcfg.d_model} wide, {mcfg.n_head} heads, ctx {context}, "
-        f"vocab {mcfg.vocab_size}, {model.num_parameters() / 1e6:.2f}M parameters, ln={mcfg.ln}")
+        f"vocab {mcfg.vocab_size}, {model.num_parameters() / 1e6:.2f}M parameters, ln={mcfg.ln}, "
+        f"device {cfg.device}")
 
     opt = optim.AdamW(optim.param_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr,
                       betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
