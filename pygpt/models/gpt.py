@@ -222,6 +222,19 @@ class GPT(Module):
             loss = F.cross_entropy(logits, targets)
         return logits, loss
 
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32) -> "GPT":
+        """Load a local Hugging Face GPT-2 / GPT-1 directory (config.json + model.safetensors)."""
+        from .hf import from_pretrained  # noqa: PLC0415
+
+        return from_pretrained(path, dtype=dtype)
+
+    def save_pretrained(self, path, arch: str | None = None) -> None:
+        """Write a directory transformers loads as GPT2LMHeadModel (pre-LN) or OpenAIGPTLMHeadModel (post-LN)."""
+        from .hf import save_pretrained  # noqa: PLC0415
+
+        save_pretrained(self, path, arch)
+
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_layer)
 
