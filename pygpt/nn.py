@@ -112,6 +112,10 @@ class Module:
                 arr = arr.data
             if tuple(arr.shape) != p.shape:
                 raise ValueError(f"state dict entry {name!r} has shape {tuple(arr.shape)}, the model expects {p.shape}")
+            if arr.dtype.kind != "f":
+                raise ValueError(f"state dict entry {name!r} has dtype {arr.dtype}; weights must be floating point")
+            if not bool(backend.get_xp(arr).isfinite(arr).all()):
+                raise ValueError(f"state dict entry {name!r} contains NaN or infinite values")
             xp = p.xp
             p.data[...] = xp.asarray(backend.to_numpy(arr) if xp is np else arr, dtype=p.dtype)
         return missing, unexpected

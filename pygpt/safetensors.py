@@ -121,7 +121,7 @@ def read_header(path) -> tuple[dict, dict, int]:
         where = f"{path}: tensor {name!r}"
         if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
             raise SafetensorsError(f"{where}: entry must have exactly dtype, shape, data_offsets")
-        if e["dtype"] not in DTYPES:
+        if not isinstance(e["dtype"], str) or e["dtype"] not in DTYPES:
             raise SafetensorsError(f"{where}: unknown dtype {e['dtype']!r} (known: {sorted(DTYPES)})")
         shape, offs = e["shape"], e["data_offsets"]
         if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
