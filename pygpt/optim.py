@@ -29,7 +29,9 @@ Param groups: a list of dicts ``{"params": [...], "weight_decay": float, "lr_sca
 The update is done with in-place ufuncs (``out=``) into preallocated scratch. On the CPU each
 parameter is processed in cache-sized chunks (over worker threads, see :func:`set_num_threads`)
 so its dozen elementwise passes run out of cache and the whole step costs about one read of (param, grad, moments) and one write of (param, moments);
-on CUDA one fused CuPy kernel per parameter does the same. No step allocates new arrays, except
+on CUDA one fused CuPy kernel per parameter does the same, and on the CPU with the native extension
+Adam/AdamW use one C++ pass per parameter (``pygpt._C.adam_update``, bit-identical to the chunked
+NumPy path, which stays as the reference and the fallback). No step allocates new arrays, except
 for parameters that are not C-contiguous or are narrower than float32 (those go through a
 float32 working copy).
 
@@ -46,6 +48,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from . import backend
 from .backend import get_xp, to_numpy
 
 __all__ = [
@@ -510,6 +513,8 @@ class Optimizer:
             return
         if not _contiguous(g):
             g = xp.ascontiguousarray(g)
+        if xp is np and self._fused_cpu(data, g, st, coef):
+            return
         flat = [data.reshape(-1), g.reshape(-1)] + [st[nm].reshape(-1) for nm in self._state_names]
         if xp is np:
             if cpu_tasks is None:
@@ -548,6 +553,10 @@ class Optimizer:
     _n_scratch = 1
 
     def _fused_cuda(self, data, g, st, coef) -> bool:
+        return False
+
+    def _fused_cpu(self, data, g, st, coef) -> bool:
+        """Update with a native kernel (one pass, its own threads); False: use the chunked ``_math``."""
         return False
 
 
@@ -680,6 +689,21 @@ class _AdamBase(Optimizer):
         xp.multiply(m, step_size, out=u)      # torch's addcdiv computes (value * m) / denom
         xp.divide(u, t, out=u)
         xp.subtract(p, u, out=p)
+
+    def _fused_cpu(self, data, g, st, coef) -> bool:
+        # pygpt._C.adam_update: one pass over (p, g, m, v), the same operations in the same order as
+        # _math with the coefficients rounded to the array's dtype, so the result is bit-identical.
+        C = backend.native
+        if C is None or data.dtype not in (np.float32, np.float64):
+            return False
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        arrays = (data, g, m, v)
+        if any(a.dtype != data.dtype or not a.flags.c_contiguous for a in arrays) or np.may_share_memory(data, g):
+            return False
+        decay, l2, omb1, b2, omb2, bc2_sqrt, eps, step_size = coef
+        C.adam_update(data, g, m, v, decay=decay, l2=l2, one_minus_beta1=omb1, beta2=b2, one_minus_beta2=omb2,
+                      bias_correction2_sqrt=bc2_sqrt, eps=eps, step_size=step_size)
+        return True
 
     def _fused_cuda(self, data, g, st, coef) -> bool:
         kern = _cuda_adam_kernel()
