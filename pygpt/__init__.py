@@ -6,3 +6,6 @@ from .autograd import Tensor, no_grad, enable_grad, is_grad_enabled, tensor  # n
 from . import functional  # noqa: E402
 
 __all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "functional", "info", "__version__"]
+
+from .tokenizer import Tokenizer  # noqa: E402  (C++ BPE; pure-Python fallback without _C)
+__all__ += ["Tokenizer"]

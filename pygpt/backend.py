@@ -102,6 +102,7 @@ def info() -> dict:
         "native": native is not None,
         "native_reason": _NATIVE_ERROR,
         "native_build": native.build_info() if native is not None else None,
+        "tokenizer": "C++ BPE (pygpt._C.BPE)" if native is not None and hasattr(native, "BPE") else "pure-Python BPETokenizer fallback (slower; build pygpt._C for the C++ encoder)",
     }
     try:
         cupy = cupy_module()

@@ -1,4 +1,5 @@
-"""The `pygpt` command: ``pygpt train`` (the main job), ``pygpt sample``, ``pygpt info``."""
+"""The `pygpt` command: ``pygpt train`` (the main job), ``pygpt sample``, ``pygpt info``;
+fine-tuning: ``pygpt tasks build``, ``pygpt finetune``, ``pygpt predict``, ``pygpt fewshot``."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +65,92 @@ def _info(args) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from .finetune import FinetuneConfig, finetune  # noqa: PLC0415
+
+    cfg = FinetuneConfig(task=args.task, run=args.run, train=args.data, valid=args.valid, out_dir=args.out,
+                         lm_coef=args.lm_coef, lr=args.lr, batch_size=args.batch, epochs=args.epochs,
+                         warmup_fraction=args.warmup_fraction, weight_decay=args.weight_decay,
+                         clf_pdrop=args.clf_dropout, truncate=args.truncate, from_scratch=args.from_scratch,
+                         seed=args.seed, max_train_examples=args.max_examples, log_interval=args.log_interval,
+                         device=args.device)
+    try:
+        result = finetune(cfg)
+    except FloatingPointError as exc:
+        print(f"pygpt finetune: stopped: {exc}", file=sys.stderr)
+        return 3
+    v = result["valid"]
+    summary = f"done  {result['steps']} updates in {result['train_seconds']:.0f}s"
+    if v is not None:
+        summary += f"; held-out accuracy {v['accuracy']:.4f}"
+        if args.task != "choice":
+            summary += f", macro-F1 {v['macro_f1']:.4f}"
+        summary += f" ({v['n']} examples)"
+    print(summary + f"; outputs in {result['out_dir']}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .finetune import predict  # noqa: PLC0415
+
+    result = predict(args.run, args.data, args.out, truncate=True if args.truncate else None)
+    m = result["metrics"]
+    if args.out is None:
+        for row in result["predictions"]:
+            print(json.dumps(row))
+    if m is not None:
+        extra = f", macro-F1 {m['macro_f1']:.4f}" if result["task"] != "choice" else ""
+        print(f"accuracy {m['accuracy']:.4f}{extra} on {m['n']} labelled examples", file=sys.stderr)
+    if args.out is not None:
+        print(f"{result['n']} predictions -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _tasks_build(args) -> int:
+    from .tasks import TASKS, build_tasks  # noqa: PLC0415
+
+    tasks = TASKS if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    summary = build_tasks(args.out, seed=args.seed, max_examples=args.max_examples, tasks=tasks)
+    for task, info in summary["tasks"].items():
+        sizes = ", ".join(f"{s} {info[s]['examples']}" for s in ("train", "valid", "test"))
+        print(f"{task:9s} {sizes}  -> {args.out}/{task}/")
+    print("plays per split: " + ", ".join(f"{s} {len(p)}" for s, p in summary["plays"].items()))
+    return 0
+
+
+def _fewshot(args) -> int:
+    from .finetune import load_base  # noqa: PLC0415
+    from .prompting import fewshot_accuracy  # noqa: PLC0415
+    from .tasks import read_jsonl  # noqa: PLC0415
+
+    try:
+        shots = [int(k) for k in args.shots.split(",") if k.strip()]
+    except ValueError:
+        raise ValueError(f"--shots must be comma-separated integers, got {args.shots!r}") from None
+    model, tok, arch = load_base(args.run)
+    queries = read_jsonl(args.data, args.task)
+    if args.max_examples is not None:
+        queries = queries[:args.max_examples]
+    demos = read_jsonl(args.demos, args.task) if args.demos else None
+    res = fewshot_accuracy(model, tok, queries, shots, demos=demos, seed=args.seed, reduction=args.score)
+    print(f"{args.task} ({len(queries)} queries, {arch}, score = {args.score} log-likelihood)")
+    print("| shots | accuracy | demonstrations used (mean) |")
+    print("|---:|---:|---:|")
+    for k, r in res.items():
+        print(f"| {k} | {r['accuracy']:.4f} | {r['mean_shots_used']:.2f} |")
+    if args.json:
+        from .safetensors import atomic_write  # noqa: PLC0415
+
+        atomic_write(args.json, [json.dumps({str(k): v for k, v in res.items()}, indent=2).encode()])
+    return 0
+
+
+def _tokenize(args) -> int:
+    from .tokenizer.cli import run  # noqa: PLC0415
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pygpt", description="GPT pre-training and sampling without a framework")
     sub = p.add_subparsers(dest="command", required=True)
@@ -102,6 +189,66 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.set_defaults(func=_sample)
+
+    f = sub.add_parser("finetune", help="GPT-1 supervised fine-tuning of a pre-trained run on a task")
+    f.add_argument("--task", required=True, choices=["classify", "entail", "similar", "choice"])
+    f.add_argument("--run", required=True, help="pre-trained run directory (output of `pygpt train`)")
+    f.add_argument("--data", required=True, help="training JSONL (schema: see pygpt.tasks)")
+    f.add_argument("--valid", default=None, help="held-out JSONL; accuracy (and macro-F1) reported on it")
+    f.add_argument("--out", required=True, help="output directory for the fine-tuned run")
+    f.add_argument("--lambda", dest="lm_coef", type=float, default=0.5,
+                   help="weight of the auxiliary LM loss (default 0.5; 0 turns it off)")
+    f.add_argument("--lr", type=float, default=6.25e-5, help="peak learning rate (default 6.25e-5)")
+    f.add_argument("--batch", type=int, default=32, help="examples per update (default 32)")
+    f.add_argument("--epochs", type=int, default=3, help="passes over the training data (default 3)")
+    f.add_argument("--warmup-fraction", type=float, default=0.002,
+                   help="linear warmup over this fraction of the updates, then linear decay (default 0.002)")
+    f.add_argument("--weight-decay", type=float, default=0.01)
+    f.add_argument("--clf-dropout", type=float, default=0.1, help="dropout before the classifier (default 0.1)")
+    f.add_argument("--truncate", action="store_true",
+                   help="cut the longest text segment of inputs longer than the context (default: error)")
+    f.add_argument("--from-scratch", action="store_true",
+                   help="random initialisation with the run's configuration (the no-pre-training ablation)")
+    f.add_argument("--max-examples", type=int, default=None, help="use only the first N training examples")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--log-interval", type=int, default=10)
+    f.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu (NumPy) or cuda (CuPy)")
+    f.set_defaults(func=_finetune)
+
+    pr = sub.add_parser("predict", help="predict with a fine-tuned run")
+    pr.add_argument("--run", required=True, help="output directory of `pygpt finetune`")
+    pr.add_argument("--data", required=True, help="JSONL in the task's schema (labels optional)")
+    pr.add_argument("--out", default=None, help="write predictions here as JSONL (default: stdout)")
+    pr.add_argument("--truncate", action="store_true", help="truncate long inputs (default: as in fine-tuning)")
+    pr.set_defaults(func=_predict)
+
+    ta = sub.add_parser("tasks", help="fine-tuning tasks built from the embedded corpus")
+    ta_sub = ta.add_subparsers(dest="tasks_command", required=True)
+    tb = ta_sub.add_parser("build", help="write {task}/{train,valid,test}.jsonl for the four corpus tasks")
+    tb.add_argument("--out", required=True, help="output directory")
+    tb.add_argument("--seed", type=int, default=0)
+    tb.add_argument("--max-examples", type=int, default=None, help="at most N examples per split")
+    tb.add_argument("--tasks", default=None, help="comma-separated subset of classify,entail,similar,choice")
+    tb.set_defaults(func=_tasks_build)
+
+    fs = sub.add_parser("fewshot", help="zero/one/few-shot accuracy of a pre-trained LM by candidate scoring")
+    fs.add_argument("--run", required=True, help="pre-trained run directory")
+    fs.add_argument("--data", required=True, help="labelled JSONL (default task: choice)")
+    fs.add_argument("--task", default="choice", choices=["classify", "entail", "similar", "choice"])
+    fs.add_argument("--shots", default="0,1,4,8", help="comma-separated numbers of demonstrations")
+    fs.add_argument("--demos", default=None, help="JSONL to draw demonstrations from (default: --data)")
+    fs.add_argument("--score", default="mean", choices=["mean", "sum"],
+                    help="candidate score: mean or total log-likelihood of its tokens (default mean)")
+    fs.add_argument("--max-examples", type=int, default=None, help="evaluate the first N examples")
+    fs.add_argument("--seed", type=int, default=0)
+    fs.add_argument("--json", default=None, help="also write the results to this JSON file")
+    fs.set_defaults(func=_fewshot)
+
+    tk = sub.add_parser("tokenize", help="BPE tokenizer: train | encode | decode (C++ encoder and trainer)")
+    from .tokenizer.cli import add_arguments as _tokenize_arguments  # noqa: PLC0415
+
+    _tokenize_arguments(tk)
+    tk.set_defaults(func=_tokenize)
 
     i = sub.add_parser("info", help="print what this installation supports (native kernels, CUDA)")
     i.set_defaults(func=_info)

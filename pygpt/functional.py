@@ -18,7 +18,7 @@ import numpy as np
 
 from . import backend
 from .autograd import Function, Tensor, is_grad_enabled
-from .random import keep_mask
+from .random import keep_mask, keep_threshold
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -402,7 +402,8 @@ class Gelu(Function):
 
     def backward(self, g):
         x = self.x
-        if _native_ok(x, g):
+        if _native_ok(x) and backend.use_native(g) and g.dtype == x.dtype:
+            g = g if g.flags.c_contiguous else g.copy()  # (ascontiguousarray would make 0-d arrays 1-d)
             dx = np.empty_like(x)
             backend.native.gelu_backward(x, g, dx, self.approximate)
             return (dx,)
@@ -892,21 +893,39 @@ class LayerNorm(Function):
     """y = (x − μ) / √(σ² + eps) · w + b over the last axis.
 
     Backward with x̂ the normalised input and r = 1/√(σ²+eps):
-    dx = r (g w − mean(g w) − x̂ mean(g w x̂)),  dw = Σ g x̂,  db = Σ g."""
+    dx = r (g w − mean(g w) − x̂ mean(g w x̂)),  dw = Σ g x̂,  db = Σ g.
+
+    Native kernel (pygpt._C.layer_norm_*) for C-contiguous NumPy inputs: the forward saves x and the
+    per-row (μ, r) instead of x̂, and the backward recomputes x̂ in its single pass over (x, g)."""
 
     name = "layer_norm"
 
     def forward(self, x, w, b, eps=1e-5):
+        self.w = w
+        if _native_ok(x, w, b) and x.ndim >= 1 and x.shape[-1] >= 1 and isinstance(eps, (float, int)):
+            out = np.empty_like(x)
+            self.mean = np.empty(x.shape[:-1], dtype=x.dtype)  # (...,)
+            self.rstd = np.empty(x.shape[:-1], dtype=x.dtype)
+            backend.native.layer_norm_forward(x, w, b, out, self.mean, self.rstd, float(eps))
+            self.x, self.xhat = x, None
+            return out
         xp = _xp(x)
         mu = x.mean(axis=-1, keepdims=True)
         xc = x - mu
         var = (xc * xc).mean(axis=-1, keepdims=True)
         self.rstd = 1.0 / xp.sqrt(var + eps)
         self.xhat = xc * self.rstd
-        self.w = w
         return self.xhat * w + b
 
     def backward(self, g):
+        if self.xhat is None:  # native forward: x, mean, rstd saved
+            x, w = self.x, self.w
+            g = np.ascontiguousarray(g, dtype=x.dtype)
+            gx = np.empty_like(x) if self.needs_grad[0] else None
+            gw = np.empty_like(w) if self.needs_grad[1] else None
+            gb = np.empty_like(w) if self.needs_grad[2] else None
+            backend.native.layer_norm_backward(x, w, self.mean, self.rstd, g, gx, gw, gb)
+            return gx, gw, gb
         xhat, rstd, w = self.xhat, self.rstd, self.w
         gx = gw = gb = None
         if self.needs_grad[0]:
@@ -935,7 +954,7 @@ def layer_norm(x, weight, bias, eps: float = 1e-5):
 
 
 class Embedding(Function):
-    """out = W[ids];  dW = scatter-add of g at ids"""
+    """out = W[ids];  dW = scatter-add of g at ids (native: pygpt._C.embedding_backward, else np.add.at)"""
 
     name = "embedding"
 
@@ -946,6 +965,11 @@ class Embedding(Function):
     def backward(self, g):
         xp = _xp(g)
         gw = xp.zeros(self.wshape, dtype=g.dtype)
+        if backend.use_native(g) and isinstance(self.ids, np.ndarray):
+            ids = np.ascontiguousarray(self.ids.reshape(-1), dtype=np.int64)
+            g2 = np.ascontiguousarray(g.reshape(-1, self.wshape[1]))
+            backend.native.embedding_backward(ids, g2, gw)
+            return gw, None
         _index_add(gw, self.ids.reshape(-1), g.reshape(-1, self.wshape[1]))
         return gw, None
 
@@ -980,10 +1004,24 @@ class Dropout(Function):
     name = "dropout"
 
     def forward(self, x, p, key):
-        self.scale_mask = keep_mask(key, x.shape, p, xp=_xp(x)).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+        self.p, self.key = p, key
+        self.scale = x.dtype.type(1.0 / (1.0 - p))
+        self.scale_mask = None
+        if _native_ok(x):  # native: the mask is regenerated in backward from (key, i), never stored
+            out = np.empty_like(x)
+            backend.native.dropout(x, out, key, keep_threshold(p), float(self.scale))
+            return out
+        self.scale_mask = keep_mask(key, x.shape, p, xp=_xp(x)).astype(x.dtype) * self.scale
         return x * self.scale_mask
 
     def backward(self, g):
+        if self.scale_mask is None:
+            if backend.use_native(g) and g.dtype == self.scale.dtype:
+                g = g if g.flags.c_contiguous else g.copy()
+                out = np.empty_like(g)
+                backend.native.dropout(g, out, self.key, keep_threshold(self.p), float(self.scale))
+                return (out,)
+            self.scale_mask = keep_mask(self.key, g.shape, self.p, xp=_xp(g)).astype(self.scale.dtype) * self.scale
         return (g * self.scale_mask,)
 
 
@@ -1055,26 +1093,45 @@ def masked_fill(x, mask, value: float) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 class CrossEntropy(Function):
     """mean over kept rows of (logΣexp(z) − z[target]);  dz = (softmax(z) − onehot) / n_kept.
 
     The forward keeps only the per-row log-sum-exp; backward recomputes softmax from it, so the
-    (N, V) probability matrix is materialised once, in backward, and becomes the gradient."""
+    (N, V) probability matrix is materialised once, in backward, and becomes the gradient. The native
+    kernel (pygpt._C.cross_entropy_*) reads the logits once in forward (no temporary at all) and
+    writes the gradient in one pass in backward.
+
+    overwrite_logits=True: backward writes the gradient into the logits' own buffer instead of a new
+    (N, V) array (412 MB at 8 × 256 × 50257 in float32, and its page faults every step), so the logits
+    tensor holds the gradient afterwards; backward can then run only once."""
 
     name = "cross_entropy"
 
-    def forward(self, logits, targets, ignore_index=-100, reduction="mean"):
+    def forward(self, logits, targets, ignore_index=-100, reduction="mean", overwrite_logits=False):
         xp = _xp(logits)
         z = logits.reshape(-1, logits.shape[-1])  # (N, V)
         t = targets.reshape(-1)
         keep = t != ignore_index
-        safe_t = xp.where(keep, t, 0)
-        m = z.max(axis=1, keepdims=True)
-        lse = xp.log(xp.exp(z - m).sum(axis=1, keepdims=True)) + m  # (N, 1)
-        picked = xp.take_along_axis(z, safe_t[:, None], axis=1)
-        losses = (lse - picked)[:, 0] * keep
-        self.z, self.lse, self.t, self.keep, self.shape = z, lse, safe_t, keep, logits.shape
-        self.reduction = reduction
+        self.shape, self.reduction, self.native = logits.shape, reduction, False
+        self.overwrite = bool(overwrite_logits) and bool(z.flags.writeable) and bool(z.flags.c_contiguous)
+        if _native_ok(logits) and z.shape[1] >= 1 and _INT64_MIN <= ignore_index <= _INT64_MAX:
+            # one read of the logits: per-row max and log-sum-exp, and the loss; no (N, V) temporary
+            t = np.ascontiguousarray(t, dtype=np.int64)
+            losses = np.empty(t.shape, dtype=z.dtype)  # (N,)
+            lse = np.empty(t.shape, dtype=z.dtype)
+            backend.native.cross_entropy_forward(z, t, losses, lse, int(ignore_index))
+            self.z, self.lse, self.t, self.keep, self.native = z, lse, t, keep, True
+            self.ignore_index = int(ignore_index)
+        else:
+            safe_t = xp.where(keep, t, 0)
+            m = z.max(axis=1, keepdims=True)
+            lse = xp.log(xp.exp(z - m).sum(axis=1, keepdims=True)) + m  # (N, 1)
+            picked = xp.take_along_axis(z, safe_t[:, None], axis=1)
+            losses = (lse - picked)[:, 0] * keep
+            self.z, self.lse, self.t, self.keep = z, lse, safe_t, keep
         if reduction == "none":
             return losses.reshape(targets.shape)
         if reduction == "sum":
@@ -1083,8 +1140,26 @@ class CrossEntropy(Function):
         return losses.sum() / _builtins.max(self.n, 1)
 
     def backward(self, g):
+        if self.overwrite:
+            if getattr(self, "consumed", False):
+                raise RuntimeError("cross_entropy(overwrite_logits=True): backward already replaced the logits "
+                                   "with their gradient; it can run only once")
+            self.consumed = True
+        if self.native:  # one pass: (softmax − onehot) · scale written straight into the gradient
+            z = self.z
+            grad = z if self.overwrite else np.empty_like(z)
+            row_scale, scale = None, 1.0
+            if self.reduction == "none":
+                row_scale = np.ascontiguousarray(g.reshape(-1), dtype=z.dtype)
+            else:
+                scale = float(g / _builtins.max(self.n, 1) if self.reduction == "mean" else g)
+            backend.native.cross_entropy_backward(z, self.t, self.lse, grad, scale, row_scale, self.ignore_index)
+            return grad.reshape(self.shape), None
         xp = _xp(g)
-        grad = xp.exp(self.z - self.lse)  # softmax, (N, V)
+        if self.overwrite:
+            grad = xp.exp(xp.subtract(self.z, self.lse, out=self.z), out=self.z)  # softmax, in place
+        else:
+            grad = xp.exp(self.z - self.lse)  # softmax, (N, V)
         rows = xp.arange(grad.shape[0])
         grad[rows, self.t] -= 1
         if self.reduction == "none":
@@ -1095,9 +1170,14 @@ class CrossEntropy(Function):
         return grad.reshape(self.shape), None
 
 
-def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean",
+                  overwrite_logits: bool = False) -> Tensor:
     """Cross-entropy of logits (..., V) against integer targets (...). Rows whose target equals
-    ignore_index contribute nothing; 'mean' divides by the number of kept rows (0 if none)."""
+    ignore_index contribute nothing; 'mean' divides by the number of kept rows (0 if none).
+
+    overwrite_logits=True lets backward write the gradient into the logits' buffer (saves an (N, V)
+    allocation; afterwards logits.data holds the gradient). For a training step whose logits are not
+    read after backward."""
     _check_tensor(logits, "logits")
     t = _int_ids(targets, "targets", like=logits)
     if logits.ndim < 1 or t.shape != logits.shape[:-1]:
@@ -1108,7 +1188,8 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     kept = t[t != ignore_index]
     if kept.size and (int(kept.min()) < 0 or int(kept.max()) >= v):
         raise ValueError(f"cross_entropy: targets must be in [0, {v}) or equal ignore_index={ignore_index}")
-    return CrossEntropy.apply(logits, t, ignore_index=ignore_index, reduction=reduction)
+    return CrossEntropy.apply(logits, t, ignore_index=ignore_index, reduction=reduction,
+                              overwrite_logits=overwrite_logits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1147,20 +1228,63 @@ def attention_reference(q, k, v, causal=True, key_mask=None, dropout_p=0.0, drop
     return out, p, drop
 
 
+def _attention_native_ok(q, k, v) -> bool:
+    """The fused C++ kernel (pygpt._C.attention_*) serves NumPy float32/float64 with head dim 1..256
+    and at least 8 queries: its score tiles are 8 queries wide, so for a decoding step (Tq = 1) the
+    reference's BLAS matrix-vector products are faster (and store only (B, H, Tq, Tk) = O(Tk))."""
+    return (backend.use_native(q) and isinstance(k, np.ndarray) and isinstance(v, np.ndarray)
+            and k.dtype == q.dtype == v.dtype and 1 <= q.shape[-1] <= 256 and q.shape[2] >= 8)
+
+
+def _attention_view(a, dtype):
+    """`a` itself when the kernel can read it through its strides (non-negative, last dimension
+    contiguous, aligned: e.g. q/k/v views of a packed (B, T, 3, H, d) projection), else a copy."""
+    ok = (a.dtype == dtype and a.flags.aligned and (a.shape[-1] <= 1 or a.strides[-1] == a.itemsize)
+          and all(st >= 0 or n <= 1 for st, n in zip(a.strides, a.shape)))
+    return a if ok else np.ascontiguousarray(a, dtype=dtype)
+
+
 class Attention(Function):
     """softmax(q kᵀ/√d + mask) v, with optional dropout on the probabilities.
 
     Backward: with P the probabilities and P' = P∘drop,
-    dV = P'ᵀ dO,  dP = (dO Vᵀ)∘drop,  dS = P∘(dP − rowsum(dP∘P)),  dQ = dS K/√d,  dK = dSᵀ Q/√d."""
+    dV = P'ᵀ dO,  dP = (dO Vᵀ)∘drop,  dS = P∘(dP − rowsum(dP∘P)),  dQ = dS K/√d,  dK = dSᵀ Q/√d.
+
+    Native path (NumPy float32/float64, see _attention_native_ok): the fused kernel reads q, k, v
+    through their strides (no copy for views), saves q, k, v, out and the per-row log-sum-exp
+    (B·H·Tq numbers, never the (Tq, Tk) probabilities) and its backward recomputes P from them;
+    the dropout mask is regenerated from (dropout_key, element index), as in pygpt.random. The
+    output is a (B, H, Tq, d) view of a (B, Tq, H, d) array, so merging the heads afterwards
+    (transpose(0, 2, 1, 3).reshape(B, Tq, H·d)) needs no copy. Otherwise attention_reference runs."""
 
     name = "attention"
 
     def forward(self, q, k, v, causal=True, key_mask=None, dropout_p=0.0, dropout_key=0):
+        self.causal, self.dropout_p, self.dropout_key = bool(causal), float(dropout_p), int(dropout_key)
+        if _attention_native_ok(q, k, v):
+            q, k, v = (_attention_view(a, q.dtype) for a in (q, k, v))
+            B, H, Tq, d = q.shape
+            out = np.empty((B, Tq, H, d), dtype=q.dtype).transpose(0, 2, 1, 3)  # (B, H, Tq, d)
+            lse = np.empty((B, H, Tq), dtype=q.dtype)
+            mask = None if key_mask is None else np.ascontiguousarray(key_mask, dtype=bool)
+            backend.native.attention_forward(q, k, v, out, lse, self.causal, mask, self.dropout_p, self.dropout_key)
+            self.q, self.k, self.v, self.out, self.lse, self.key_mask = q, k, v, out, lse, mask
+            return out
         out, p, drop = attention_reference(q, k, v, causal, key_mask, dropout_p, dropout_key)
-        self.q, self.k, self.v, self.p, self.drop = q, k, v, p, drop
+        self.q, self.k, self.v, self.p, self.drop, self.lse = q, k, v, p, drop, None
         return out
 
     def backward(self, g):
+        if self.lse is not None and isinstance(g, np.ndarray):  # native forward
+            q, k, v = self.q, self.k, self.v
+            g = _attention_view(g, q.dtype)
+            gq, gk, gv = np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype), np.empty(v.shape, q.dtype)
+            backend.native.attention_backward(q, k, v, self.out, self.lse, g, gq, gk, gv, self.causal, self.key_mask,
+                                              self.dropout_p, self.dropout_key)
+            return gq, gk, gv
+        if self.lse is not None:  # native forward, foreign gradient: rebuild P with the reference
+            _, self.p, self.drop = attention_reference(self.q, self.k, self.v, self.causal, self.key_mask,
+                                                       self.dropout_p, self.dropout_key)
         xp = _xp(g)
         q, k, v, p, drop = self.q, self.k, self.v, self.p, self.drop
         scale = 1.0 / math.sqrt(q.shape[-1])

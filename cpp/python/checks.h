@@ -83,5 +83,8 @@ inline bool overlaps(const py::array& a, const py::array& b) {
 
 // Each bind_*.cpp defines one of these; module.cpp calls them all.
 void bind_gelu(py::module_& m);
+void bind_ops(py::module_& m);
+void bind_bpe(py::module_& m);
+void bind_attention(py::module_& m);
 
 }  // namespace pygpt_py

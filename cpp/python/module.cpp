@@ -35,4 +35,7 @@ PYBIND11_MODULE(_C, m) {
           "Set the kernels' thread count (1 <= n <= 1024), process-wide.");
 
     bind_gelu(m);
+    bind_ops(m);
+    bind_bpe(m);
+    bind_attention(m);
 }

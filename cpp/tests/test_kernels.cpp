@@ -5,10 +5,13 @@
 //   * tails (every n up to 67), in-place forward, thread-count invariance, special values,
 //     bit-identical results from the baseline, AVX2 and AVX-512 variants,
 //     std::invalid_argument on bad arguments.
+//   * layernorm, cross-entropy, adam, embedding backward, dropout: long-double / exact references,
+//     bit-identical across ISA variants and thread counts, std::invalid_argument on bad arguments.
 #include <pygpt/pygpt.h>
 
 #include "../src/cpu_dispatch.h"  // private: switch the ISA variant to compare them
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -228,6 +231,200 @@ static void check_bad_arguments() {
           "n == 0 with null pointers must be a no-op");
 }
 
+// ---- the rest of the training step: layernorm, cross-entropy, adam, embedding, dropout ----
+// Each against a long-double (or exact integer) reference on small odd sizes, then bit-identical
+// across the ISA variants and thread counts, then std::invalid_argument on bad arguments.
+
+template <class T>
+static std::vector<T> randn(size_t n, unsigned seed, T scale = 1) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<double> nd;
+    std::vector<T> v(n);
+    for (auto& x : v) x = T(scale * nd(rng));
+    return v;
+}
+
+/// All five kernels on fixed inputs; the concatenated output bytes (for the identity checks).
+static std::string step_kernels_bytes() {
+    std::string out;
+    auto add = [&out](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
+    const int64_t R = 37, C = 70, V = 1500, N = 9000;
+    auto x = randn<float>(R * C, 1), w = randn<float>(C, 2), b = randn<float>(C, 3), g = randn<float>(R * C, 4);
+    std::vector<float> y(R * C), mean(R), rstd(R), dx(R * C), dw(C), db(C);
+    pygpt::layernorm_forward(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), R, C, 1e-5);
+    pygpt::layernorm_backward(x.data(), w.data(), mean.data(), rstd.data(), g.data(), dx.data(), dw.data(), db.data(),
+                              R, C);
+    for (auto* v : {&y, &mean, &rstd, &dx, &dw, &db}) add(v->data(), v->size() * sizeof(float));
+    auto z = randn<float>(R * V, 5, 8.0f);
+    std::vector<int64_t> t(R);
+    for (int64_t r = 0; r < R; ++r) t[r] = r % 5 == 0 ? -100 : (r * 97) % V;
+    std::vector<float> loss(R), lse(R), dz(R * V);
+    pygpt::cross_entropy_forward(z.data(), t.data(), loss.data(), lse.data(), R, V, -100);
+    pygpt::cross_entropy_backward(z.data(), t.data(), lse.data(), nullptr, 0.25f, dz.data(), R, V, -100);
+    for (auto* v : {&loss, &lse, &dz}) add(v->data(), v->size() * sizeof(float));
+    auto p = randn<double>(N, 6), gp = randn<double>(N, 7);
+    std::vector<double> m(N, 0.0), vv(N, 0.0);
+    pygpt::AdamStep s;
+    s.decay = 0.999;
+    s.step_size = 0.01;
+    s.bias_correction2_sqrt = 0.05;
+    for (int k = 0; k < 2; ++k) pygpt::adam_update(p.data(), gp.data(), m.data(), vv.data(), N, s);
+    for (auto* v : {&p, &m, &vv}) add(v->data(), v->size() * sizeof(double));
+    std::vector<int64_t> ids(R);
+    for (int64_t i = 0; i < R; ++i) ids[i] = (i * 7) % 11;
+    std::vector<float> dW(11 * C, 0.0f);
+    pygpt::embedding_backward(ids.data(), g.data(), dW.data(), R, 11, C);
+    add(dW.data(), dW.size() * sizeof(float));
+    std::vector<float> yd(N);
+    auto xd = randn<float>(N, 8);
+    pygpt::dropout_apply(xd.data(), yd.data(), N, 42, uint64_t(0.3 * 4294967296.0), 1.0f / 0.7f, 3);
+    add(yd.data(), yd.size() * sizeof(float));
+    return out;
+}
+
+static void check_step_kernels_reference() {
+    // layernorm (double) against long double
+    const int64_t R = 5, C = 19;
+    auto x = randn<double>(R * C, 11), w = randn<double>(C, 12), b = randn<double>(C, 13), g = randn<double>(R * C, 14);
+    std::vector<double> y(R * C), mean(R), rstd(R), dx(R * C), dw(C), db(C);
+    pygpt::layernorm_forward(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), R, C, 1e-5);
+    pygpt::layernorm_backward(x.data(), w.data(), mean.data(), rstd.data(), g.data(), dx.data(), dw.data(), db.data(),
+                              R, C);
+    std::vector<LD> rdw(C, 0), rdb(C, 0);
+    for (int64_t r = 0; r < R; ++r) {
+        LD mu = 0, var = 0, sh = 0, shx = 0;
+        for (int64_t j = 0; j < C; ++j) mu += x[r * C + j];
+        mu /= C;
+        for (int64_t j = 0; j < C; ++j) var += (x[r * C + j] - mu) * (x[r * C + j] - mu);
+        const LD rs = 1 / std::sqrt(var / C + LD(1e-5));
+        for (int64_t j = 0; j < C; ++j) {
+            const LD xh = (x[r * C + j] - mu) * rs, h = LD(g[r * C + j]) * w[j];
+            CHECK(std::fabs(y[r * C + j] - (xh * w[j] + b[j])) < 1e-13, "layernorm y[%lld]", (long long)(r * C + j));
+            sh += h;
+            shx += h * xh;
+            rdw[j] += g[r * C + j] * xh;
+            rdb[j] += g[r * C + j];
+        }
+        for (int64_t j = 0; j < C; ++j) {
+            const LD xh = (x[r * C + j] - mu) * rs, h = LD(g[r * C + j]) * w[j];
+            CHECK(std::fabs(dx[r * C + j] - rs * (h - sh / C - xh * shx / C)) < 1e-12, "layernorm dx");
+        }
+    }
+    for (int64_t j = 0; j < C; ++j) CHECK(std::fabs(dw[j] - rdw[j]) < 1e-12 && std::fabs(db[j] - rdb[j]) < 1e-12, "dw, db");
+
+    // cross-entropy (float) against long double, tails around the 1024 block and the lanes
+    for (int64_t V : {1, 2, 15, 17, 1023, 1025, 3001}) {
+        const int64_t rows = 3;
+        auto z = randn<float>(rows * V, unsigned(V), 20.0f);
+        std::vector<int64_t> t = {V - 1, -100, V / 2};
+        std::vector<float> loss(rows), lse(rows), dz(rows * V);
+        pygpt::cross_entropy_forward(z.data(), t.data(), loss.data(), lse.data(), rows, V, -100);
+        pygpt::cross_entropy_backward(z.data(), t.data(), lse.data(), nullptr, 0.5f, dz.data(), rows, V, -100);
+        for (int64_t r = 0; r < rows; ++r) {
+            LD m = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < V; ++j) m = std::max<LD>(m, z[r * V + j]);
+            for (int64_t j = 0; j < V; ++j) sum += std::exp(LD(z[r * V + j]) - m);
+            const LD l = m + std::log(sum);
+            CHECK(std::fabs(lse[r] - l) <= 2e-6 * (1 + std::fabs(l)), "ce lse V=%lld", (long long)V);
+            const LD want = t[r] == -100 ? 0 : l - z[r * V + t[r]];
+            CHECK(std::fabs(loss[r] - want) <= 2e-6 * (1 + std::fabs(l)), "ce loss V=%lld", (long long)V);
+            for (int64_t j = 0; j < V; ++j) {
+                const LD d = t[r] == -100 ? 0 : (std::exp(LD(z[r * V + j]) - l) - (j == t[r])) * LD(0.5);
+                CHECK(std::fabs(dz[r * V + j] - d) <= 1e-6, "ce grad V=%lld", (long long)V);
+            }
+        }
+    }
+
+    // adam (float) against the same operations in float, one element at a time
+    {
+        const int64_t n = 37;
+        auto p = randn<float>(n, 21), g = randn<float>(n, 22), m = randn<float>(n, 23), v = randn<float>(n, 24);
+        for (auto& e : v) e = e * e;
+        auto p0 = p, m0 = m, v0 = v;
+        pygpt::AdamStep s;
+        s.decay = 1 - 1e-3;
+        s.l2 = 0.0;
+        s.bias_correction2_sqrt = 0.3;
+        s.step_size = 0.02;
+        pygpt::adam_update(p.data(), g.data(), m.data(), v.data(), n, s);
+        for (int64_t i = 0; i < n; ++i) {
+            const float pp = p0[i] * float(s.decay);
+            const float mm = m0[i] + (g[i] - m0[i]) * float(s.one_minus_beta1);
+            const float vv = v0[i] * float(s.beta2) + (g[i] * float(s.one_minus_beta2)) * g[i];
+            const float den = std::sqrt(vv) / float(s.bias_correction2_sqrt) + float(s.eps);
+            CHECK(p[i] == pp - (mm * float(s.step_size)) / den && m[i] == mm && v[i] == vv, "adam element %lld",
+                  (long long)i);
+        }
+    }
+
+    // dropout against SplitMix64 written out here
+    {
+        const int64_t n = 101;
+        auto x = randn<float>(n, 31);
+        std::vector<float> y(n);
+        const uint64_t key = 0x1234, thr = 1u << 31, off = 17;
+        pygpt::dropout_apply(x.data(), y.data(), n, key, thr, 2.0f, off);
+        auto mix = [](uint64_t z) {
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+            return z ^ (z >> 31);
+        };
+        CHECK(pygpt::mix64(12345) == mix(12345), "mix64");
+        for (int64_t i = 0; i < n; ++i) {
+            const uint64_t u = mix(mix(key) + (off + uint64_t(i) + 1) * 0x9E3779B97F4A7C15ULL);
+            CHECK(y[i] == x[i] * ((u >> 32) >= thr ? 2.0f : 0.0f), "dropout element %lld", (long long)i);
+        }
+    }
+
+    // embedding: repeated ids accumulate in order
+    {
+        const int64_t ids[4] = {2, 0, 2, 2};
+        const float dy[4 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+        float dW[3 * 3] = {0};
+        pygpt::embedding_backward(ids, dy, dW, 4, 3, 3);
+        CHECK(dW[0] == 4 && dW[2] == 6 && dW[3] == 0 && dW[6] == 1 + 7 + 10 && dW[8] == 3 + 9 + 12, "embedding");
+    }
+}
+
+static void check_step_kernels_identical() {
+    const pygpt::detail::Isa saved = pygpt::detail::active_isa();
+    const int threads = pygpt::num_threads();
+    pygpt::detail::set_active_isa(pygpt::detail::Isa::Baseline);
+    pygpt::set_num_threads(1);
+    const std::string ref = step_kernels_bytes();
+    for (auto isa : {pygpt::detail::Isa::Baseline, pygpt::detail::Isa::Avx2, pygpt::detail::Isa::Avx512}) {
+        if (!pygpt::detail::isa_supported(isa)) continue;
+        pygpt::detail::set_active_isa(isa);
+        for (int nt : {1, 2, 3}) {
+            pygpt::set_num_threads(nt);
+            CHECK(step_kernels_bytes() == ref, "step kernels differ: isa %s, %d threads", pygpt::detail::isa_name(isa), nt);
+        }
+    }
+    pygpt::detail::set_active_isa(saved);
+    pygpt::set_num_threads(threads);
+}
+
+static void check_step_kernels_bad_arguments() {
+    float a[8] = {0}, o[8], m[2], r[2];
+    int64_t t[2] = {0, 5};
+    CHECK(throws_invalid([&] { pygpt::layernorm_forward(a, a, a, o, m, r, 2, 0, 1e-5); }), "layernorm C = 0");
+    CHECK(throws_invalid([&] { pygpt::layernorm_forward(a, a, a, o, m, r, -1, 4, 1e-5); }), "layernorm rows < 0");
+    CHECK(throws_invalid([&] { pygpt::layernorm_forward(a, a, a, o, m, r, 2, 4, -1.0); }), "layernorm eps < 0");
+    CHECK(throws_invalid([&] { pygpt::layernorm_backward(a, nullptr, m, r, a, o, nullptr, nullptr, 2, 4); }),
+          "layernorm null w with dx");
+    CHECK(throws_invalid([&] { pygpt::cross_entropy_forward(a, t, m, r, 2, 4, -100); }), "ce target out of range");
+    CHECK(throws_invalid([&] { pygpt::cross_entropy_forward(a, nullptr, m, r, 2, 4, -100); }), "ce null targets");
+    CHECK(throws_invalid([&] { pygpt::cross_entropy_backward(a, t, r, nullptr, 1.0f, o, 2, 0, -100); }), "ce V = 0");
+    CHECK(!throws_invalid([&] { pygpt::cross_entropy_forward(a, t, m, r, 2, 4, 5); }), "ce ignore_index = 5 ok");
+    CHECK(throws_invalid([&] { pygpt::adam_update(o, nullptr, o, o, 4, pygpt::AdamStep{}); }), "adam null g");
+    CHECK(throws_invalid([&] { pygpt::adam_update(o, a, o, o, -1, pygpt::AdamStep{}); }), "adam n < 0");
+    const int64_t bad_ids[2] = {0, 3};
+    CHECK(throws_invalid([&] { pygpt::embedding_backward(bad_ids, a, o, 2, 3, 2); }), "embedding id = V");
+    CHECK(throws_invalid([&] { pygpt::dropout_apply(a, o, 4, 1, (uint64_t(1) << 32) + 1, 1.0f); }),
+          "dropout threshold > 2^32");
+    CHECK(throws_invalid([&] { pygpt::dropout_apply(a, nullptr, 4, 1, 0, 1.0f); }), "dropout null y");
+}
+
 int main() {
     const pygpt::BuildInfo info = pygpt::build_info();
     std::printf("pygpt %s, %s, %s, simd %s, OpenMP %s (%d threads), CUDA %s\n", info.version.c_str(),
@@ -252,6 +449,9 @@ int main() {
     check_isa_variants_identical<float>(GeluApprox::None, "float erf");
     check_isa_variants_identical<double>(GeluApprox::None, "double erf");
     check_bad_arguments();
+    check_step_kernels_reference();
+    check_step_kernels_identical();
+    check_step_kernels_bad_arguments();
     std::printf("%d passed, %d failed\n", g_checks - g_failed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }
