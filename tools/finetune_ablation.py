@@ -23,7 +23,9 @@ split is by play, stratified by genre), so the LM has never read a valid/test pa
 
 Outputs in --out (default runs/ablation-<preset>): base-gpt/, base-lstm/ (pre-trained runs, reused
 when their settings match), tasks/ (the task files), ablation.json (every run and the table) and
-ablation.md (the markdown table, also printed).
+ablation.md (the markdown table, also printed). Every finished fine-tuning / prompting run is also
+appended to progress.jsonl, so an interrupted job started again with the same settings skips what
+is done (--fresh ignores it).
 """
 from __future__ import annotations
 
@@ -218,6 +220,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=",".join(ROW_NAMES), help="comma-separated subset of " + ",".join(ROW_NAMES))
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the preset's)")
     ap.add_argument("--verbose", action="store_true", help="show the pre-training and fine-tuning progress lines")
+    ap.add_argument("--fresh", action="store_true", help="ignore progress.jsonl and redo every run")
     args = ap.parse_args(argv)
     name = "quick" if args.quick else args.preset
     p = dict(PRESETS[name])
@@ -247,21 +250,47 @@ def main(argv=None) -> int:
     log("tasks  " + "; ".join(f"{t}: {v['train']['examples']} train / "
                               f"{min(v['test']['examples'], p['n_test'] or 10**9)} test" for t, v in summary["tasks"].items()))
 
+    progress = out / "progress.jsonl"
+    settings_key = json.dumps({k: v for k, v in p.items() if k not in ("seeds", "shots")}, sort_keys=True)
+    done = {}
+    if progress.exists() and not args.fresh:
+        for line in progress.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("settings") == settings_key:
+                done[(rec["kind"], rec["task"], rec.get("row"), rec["seed"], rec.get("k"))] = rec["result"]
+        if done:
+            log(f"progress  {len(done)} finished runs reused from {progress}")
+
+    def record(kind, task, row, seed, k, result):
+        with open(progress, "a") as f:
+            f.write(json.dumps({"kind": kind, "task": task, "row": row, "seed": seed, "k": k,
+                                "settings": settings_key, "result": result}) + "\n")
+
     runs, fewshot = [], []
     for task in tasks:
         train, test = load_task_data(task_dir, task, p)
         for row in rows:
             for seed in p["seeds"]:
-                r = run_finetune(row, task, seed, bases, train, test, p, quiet)
+                r = done.get(("ft", task, row, seed, None))
+                if r is None:
+                    r = run_finetune(row, task, seed, bases, train, test, p, quiet)
+                    record("ft", task, row, seed, None, r)
                 runs.append(r)
                 log(f"{task:8s} {row:11s} seed {seed}: test accuracy {r['accuracy']:.4f} "
                     f"(macro-F1 {r['macro_f1']:.4f}, {r['n_test']} examples, {r['steps']} updates, {r['seconds']:.0f}s)")
         if p["shots"]:
-            model, tok, _ = load_base(bases["gpt"])
+            model = tok = None
             queries = test[:p["n_fewshot"]]
             for seed in p["seeds"]:
                 t0 = time.time()
-                res = fewshot_accuracy(model, tok, queries, p["shots"], demos=train, seed=seed)
+                res = {k: done.get(("fewshot", task, None, seed, k)) for k in p["shots"]}
+                todo = [k for k, v in res.items() if v is None]
+                if todo:
+                    if model is None:
+                        model, tok, _ = load_base(bases["gpt"])
+                    for k, v in fewshot_accuracy(model, tok, queries, todo, demos=train, seed=seed).items():
+                        res[k] = v
+                        record("fewshot", task, None, seed, k, v)
                 for k, v in res.items():
                     fewshot.append({"task": task, "k": k, "seed": seed, **v})
                 log(f"{task:8s} prompting  seed {seed}: " + ", ".join(

@@ -12,11 +12,11 @@ Layouts (s = start, d = delimiter, e = extract; the head reads the final hidden 
     choice     s context d answer_k e   for every k                 (one score each, softmax over k)
 
 Truncation (``truncate=True``) keeps every special token and cuts the longest text segment one
-token at a time (the first of equally long ones) until the sequence fits ``n_ctx``. Answers,
-texts, premises and hypotheses lose tokens at their end, a multiple-choice context at its start
-(the words next to the answer matter most). A similarity pair is cut once, so both orderings
-hold the same tokens. Without ``truncate`` a sequence longer than ``n_ctx`` is a ValueError that
-says how long it is and the limit.
+token at a time (the first of equally long ones) until the sequence fits ``n_ctx``. The tokens
+next to the delimiter are kept longest: a premise and a multiple-choice context lose tokens at
+their start; hypotheses, answers and texts at their end. A similarity pair is cut once, so both
+orderings hold the same tokens. Without ``truncate`` a sequence longer than ``n_ctx`` is a
+ValueError that says how long it is and the limit.
 
 Batches are right-padded (causal attention never looks at the pads, which come after the real
 tokens); ``lengths`` gives each row's real length, so the extract token sits at ``lengths - 1``
@@ -151,7 +151,7 @@ def encode_example(task: str, ex: Example, tok, ids: dict, n_ctx: int, truncate:
     if task == "classify":
         groups = [([enc(f["text"])], ())]
     elif task == "entail":
-        groups = [([enc(f["premise"]), enc(f["hypothesis"])], ())]
+        groups = [([enc(f["premise"]), enc(f["hypothesis"])], (0,))]
     elif task == "similar":
         groups = [([enc(f["text_a"]), enc(f["text_b"])], ())]
     else:
