@@ -388,7 +388,7 @@ def test_encode_batch_order_and_equality(fast):
     rng = random.Random(3)
     words = ENGLISH.split() + ["😀", "中文", "\n\n", "  ", EOT]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 400))) for _ in range(200)]
-    texts += ["", "x" * 100_000]
+    texts += ["", "x" * 100_000, (ENGLISH + EOT) * 700]  # the last one is encoded in parts
     singles = [fast.encode(t, allowed_special="all") for t in texts]
     for threads in (None, 1, 2, 3):
         assert fast.encode_batch(texts, allowed_special="all", num_threads=threads) == singles

@@ -47,6 +47,7 @@ constexpr Rank kMaxId = 0x7FFFFFFEu;
 constexpr size_t kShortMax = 64;                // longer pieces take a long-piece path
 constexpr size_t kCanonicalMax = 1024;          // longer tokens keep every split in the pair table
 constexpr size_t kDeadLimit = size_t(1) << 31;  // merge_long_monotone stores offsets in 31 bits
+constexpr size_t kBatchUnit = size_t(64) << 10;  // encode_batch cuts texts longer than 2x this
 
 // Python-style repr of bytes (b'...') for error messages that match the reference's.
 std::string bytes_repr(std::string_view b) {
@@ -199,6 +200,8 @@ struct LongScratch {
     std::vector<Bucket> pool;
     std::vector<uint32_t> free_buckets;
     RankBitmap bitmap;
+    std::vector<uint32_t> merged;                       // merge_long_monotone: positions merged at one rank
+    std::vector<std::pair<uint64_t, uint32_t>> cand;   // ... and the pairs to look up around them
 
     void prepare(size_t n_vocab) {
         if (bucket_of.size() < n_vocab) bucket_of.resize(n_vocab, kNone);
@@ -214,6 +217,8 @@ struct LongScratch {
         std::vector<uint32_t>().swap(prv);
         std::vector<Bucket>().swap(pool);
         std::vector<uint32_t>().swap(free_buckets);
+        std::vector<uint32_t>().swap(merged);
+        std::vector<std::pair<uint64_t, uint32_t>>().swap(cand);
     }
     void push(Rank r, uint32_t pos) {
         if (r == kNone) return;
@@ -424,6 +429,23 @@ struct Encoder::Impl {
     // merged, so a piece can be merged one rank at a time (merge_long_monotone).
     bool monotone = false;
     std::vector<Rank> pair_left, pair_right;  // per id: its pair in the table (kNone if none)
+    // per id: a 64-bit signature of the ids that follow it in some pair (bit sig(b) set for each
+    // pair (id, b)); most (left, right) lookups in long pieces find no pair, and this small array
+    // answers them without touching the 1 MB pair table
+    std::vector<uint64_t> right_sig;
+    static unsigned sig(Rank b) { return unsigned((uint64_t(b) * 0x9E3779B97F4A7C15ULL) >> 58); }
+    Rank pair_rank_filtered(Rank a, Rank b) const {
+        if (!((right_sig[a] >> sig(b)) & 1)) return kNone;
+        return pair_rank(a, b);
+    }
+    void prefetch_pair(uint64_t key32) const {  // key32 = (left << 32) | right
+        if (use_packed) {
+            const uint64_t key = ((key32 >> 32) << 21) | (key32 & 0xFFFFFFFFu);
+            __builtin_prefetch(&packed[size_t(hash_pair(key) >> pair_shift)]);
+        } else {
+            __builtin_prefetch(&pairs[size_t(hash_pair(key32) >> pair_shift)]);
+        }
+    }
 
     // ---- lookups ----
     Rank find(const uint8_t* p, size_t n, const uint8_t* end) const {
@@ -478,9 +500,11 @@ struct Encoder::Impl {
         monotone = true;
         pair_left.assign(n_vocab, kNone);
         pair_right.assign(n_vocab, kNone);
+        right_sig.assign(n_vocab, 0);
         for (const auto& [key, r] : list) {
             const Rank a = Rank(key >> 32), b = Rank(key & 0xFFFFFFFFu);
             insert_pair(a, b, r);
+            right_sig[a] |= uint64_t(1) << sig(b);
             if (!(r > a && r > b)) monotone = false;
             if (pair_left[r] != kNone && (pair_left[r] != a || pair_right[r] != b)) monotone = false;  // one pair per rank
             pair_left[r] = a;
@@ -617,6 +641,8 @@ struct Encoder::Impl {
             // Bucket objects, not their item buffers): iterate through a raw pointer.
             const uint32_t* items = bucket.items.data();
             const size_t n_items = bucket.items.size();
+            // 1. merge every valid occurrence, left to right (rank-r merges create no rank-r pair)
+            S.merged.clear();
             for (size_t k = 0; k < n_items; ++k) {
                 const uint32_t at = items[k];
                 if (k + 8 < n_items) __builtin_prefetch(tok + items[k + 8]);  // positions are scattered
@@ -627,13 +653,27 @@ struct Encoder::Impl {
                 tok[at] = r;
                 tok[q] = kDead;
                 tok[last] = kDead | (last - at);
-                const uint32_t c = last + 1;
-                if (c < N) S.push_above(pair_rank(r, tok[c]), at);
+                S.merged.push_back(at);
+            }
+            // 2. the new pairs around each merged part, in the final state (ranks > r, so no merge
+            //    of this rank could have used them); a left pair whose left part was merged too is
+            //    that part's right pair. Keys are gathered first, then looked up with prefetching.
+            S.cand.clear();
+            for (uint32_t at : S.merged) {
+                const uint32_t c = at + len[r];
+                if (c < N && ((right_sig[r] >> sig(tok[c])) & 1)) S.cand.push_back({(uint64_t(r) << 32) | tok[c], at});
                 if (at > 0) {
                     const uint32_t x = tok[at - 1];
                     const uint32_t w = (x & kDead) ? at - 1 - (x & ~kDead) : at - 1;
-                    S.push_above(pair_rank(tok[w], r), w);
+                    const Rank tw = tok[w];
+                    if (tw != r && ((right_sig[tw] >> sig(r)) & 1)) S.cand.push_back({(uint64_t(tw) << 32) | r, w});
                 }
+            }
+            const size_t n_cand = S.cand.size();
+            for (size_t k = 0; k < n_cand; ++k) {
+                if (k + 8 < n_cand) prefetch_pair(S.cand[k + 8].first);
+                const uint64_t key = S.cand[k].first;
+                S.push_above(pair_rank(Rank(key >> 32), Rank(key & 0xFFFFFFFFu)), S.cand[k].second);
             }
             S.release(r);
         }
@@ -1067,36 +1107,56 @@ void Encoder::encode_piece(std::string_view piece, std::vector<Rank>& out) const
 void Encoder::encode_batch_ordered(const std::vector<std::string_view>& texts, const SpecialPolicy* policy,
                                    int num_threads,
                                    const std::function<void(size_t, std::vector<Rank>&)>& on_done) const {
-    // Texts are handed out in input order through an atomic counter (dynamic scheduling) to
-    // num_threads - 1 std::threads and the calling thread. The calling thread delivers results
-    // in order: while text i is not finished it encodes the next unclaimed text itself, and
-    // waits only when none is left. So a consumer that needs the caller's thread (building
-    // Python lists under the GIL) overlaps with the encoding instead of following it.
+    // Work units: each text, or for a long text its parts cut at safe points (the same pieces, and
+    // with no special token containing '\n' no special token can straddle a cut either), so a
+    // few long texts still keep every thread busy. Units are handed out in input order through an
+    // atomic counter to num_threads - 1 std::threads and the calling thread. The calling thread
+    // delivers texts in order: while a unit of text i is not finished it encodes the next
+    // unclaimed unit itself, and waits only when none is left. So a consumer that needs the
+    // caller's thread (building Python lists under the GIL) overlaps with the encoding.
     const size_t n = texts.size();
     if (n == 0) return;
     size_t threads = num_threads > 0 ? size_t(num_threads) : size_t(pygpt::detail::parallel_threads());
-    threads = std::max<size_t>(1, std::min(threads, n));
-    std::vector<std::vector<Rank>> ids(n);
-    std::vector<std::exception_ptr> errors(n);
-    std::unique_ptr<std::atomic<bool>[]> ready(new std::atomic<bool>[n]);
-    for (size_t i = 0; i < n; ++i) ready[i].store(false, std::memory_order_relaxed);
+    bool can_split = threads > 1;
+    for (const auto& sp : impl_->specials)
+        if (sp.first.find('\n') != std::string::npos) can_split = false;
+    std::vector<std::string_view> units;
+    std::vector<size_t> first_unit(n + 1);
+    for (size_t i = 0; i < n; ++i) {
+        first_unit[i] = units.size();
+        const std::string_view t = texts[i];
+        size_t start = 0;
+        if (can_split && t.size() > 2 * kBatchUnit)
+            for (size_t cut : safe_split_points(t, kBatchUnit)) {
+                units.push_back(t.substr(start, cut - start));
+                start = cut;
+            }
+        units.push_back(t.substr(start));
+    }
+    first_unit[n] = units.size();
+    const size_t n_units = units.size();
+    threads = std::max<size_t>(1, std::min(threads, n_units));
+    std::vector<std::vector<Rank>> ids(n_units);
+    std::vector<std::exception_ptr> errors(n_units);
+    std::unique_ptr<std::atomic<bool>[]> ready(new std::atomic<bool>[n_units]);
+    for (size_t u = 0; u < n_units; ++u) ready[u].store(false, std::memory_order_relaxed);
     std::atomic<size_t> next{0};
     std::atomic<bool> stop{false};
     std::mutex mu;
     std::condition_variable cv;
     std::vector<PieceCache> caches(threads);
 
-    auto encode_one = [&](size_t i, PieceCache& cache) {
+    auto encode_one = [&](size_t u, PieceCache& cache) {
         try {
-            ids[i].reserve(texts[i].size() / 4 + 16);
-            if (policy) impl_->encode(texts[i], *policy, ids[i], &cache);
-            else impl_->encode_ordinary(texts[i], ids[i], &cache);
+            ids[u].reserve(units[u].size() / 4 + 16);
+            if (policy) impl_->encode(units[u], *policy, ids[u], &cache);
+            else impl_->encode_ordinary(units[u], ids[u], &cache);
         } catch (...) {
-            errors[i] = std::current_exception();
+            errors[u] = std::current_exception();
         }
         {
             std::lock_guard<std::mutex> lock(mu);
-            ready[i].store(true, std::memory_order_release);
+            ready[u].store(true, std::memory_order_release);
         }
         cv.notify_all();
     };
@@ -1111,25 +1171,42 @@ void Encoder::encode_batch_ordered(const std::vector<std::string_view>& texts, c
             workers.emplace_back([&, t] {
                 for (;;) {
                     if (stop.load(std::memory_order_relaxed)) return;
-                    const size_t i = next.fetch_add(1);
-                    if (i >= n) return;
-                    encode_one(i, caches[t]);
+                    const size_t u = next.fetch_add(1);
+                    if (u >= n_units) return;
+                    encode_one(u, caches[t]);
                 }
             });
         }
+        std::vector<Rank> joined;
         for (size_t i = 0; i < n; ++i) {
-            while (!ready[i].load(std::memory_order_acquire)) {
-                const size_t j = next.fetch_add(1);
-                if (j < n) {
-                    encode_one(j, caches[0]);
-                    continue;
+            for (size_t u = first_unit[i]; u < first_unit[i + 1]; ++u) {
+                while (!ready[u].load(std::memory_order_acquire)) {
+                    const size_t v = next.fetch_add(1);
+                    if (v < n_units) {
+                        encode_one(v, caches[0]);
+                        continue;
+                    }
+                    std::unique_lock<std::mutex> lock(mu);
+                    cv.wait(lock, [&] { return ready[u].load(std::memory_order_acquire); });
                 }
-                std::unique_lock<std::mutex> lock(mu);
-                cv.wait(lock, [&] { return ready[i].load(std::memory_order_acquire); });
+                if (errors[u]) std::rethrow_exception(errors[u]);  // the first failing text in input order
             }
-            if (errors[i]) std::rethrow_exception(errors[i]);  // the first failing text in input order
-            on_done(i, ids[i]);
-            std::vector<Rank>().swap(ids[i]);
+            const size_t u0 = first_unit[i], u1 = first_unit[i + 1];
+            if (u1 - u0 == 1) {
+                on_done(i, ids[u0]);
+            } else {
+                size_t total = 0;
+                for (size_t u = u0; u < u1; ++u) total += ids[u].size();
+                joined.clear();
+                joined.reserve(total);
+                for (size_t u = u0; u < u1; ++u) {
+                    joined.insert(joined.end(), ids[u].begin(), ids[u].end());
+                    std::vector<Rank>().swap(ids[u]);
+                }
+                on_done(i, joined);
+                std::vector<Rank>().swap(joined);
+            }
+            for (size_t u = u0; u < u1; ++u) std::vector<Rank>().swap(ids[u]);
         }
     } catch (...) {
         join();

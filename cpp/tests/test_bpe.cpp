@@ -195,6 +195,12 @@ static void test_gpt2(const std::string& path) {
     bool same = batch.size() == texts.size();
     for (size_t i = 0; same && i < texts.size(); ++i) same = batch[i] == enc.encode_ordinary(texts[i]);
     CHECK(same, "encode_batch == encode_ordinary, in order");
+    // long texts are encoded in parts cut at safe points: the same ids
+    std::string long_text;
+    for (int i = 0; i < 20000; ++i) long_text += "Line " + std::to_string(i) + (i % 5 ? ": some words.\n" : "!\n\n  <|endoftext|>");
+    const std::vector<std::string_view> one = {long_text, "short"};
+    CHECK(enc.encode_batch(one, &allow, 2)[0] == enc.encode(long_text, allow), "a long text in parts, with specials");
+    CHECK(enc.encode_batch(one, nullptr, 2)[0] == enc.encode_ordinary(long_text), "a long text in parts");
     views[7] = "boom <|endoftext|>";
     CHECK(throws_invalid([&] { enc.encode_batch(views, &deflt, 2); }), "a batch rethrows a text's error");
 

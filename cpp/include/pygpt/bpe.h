@@ -120,6 +120,8 @@ class Encoder {
                                                 const SpecialPolicy* policy = nullptr, int num_threads = 0) const;
     /// The same, streaming: on_done(i, ids) runs on the calling thread for i = 0, 1, ... in order as
     /// results become ready (it may take the ids); the calling thread also encodes while it waits.
+    /// Texts over 128 KiB are encoded in ~64 KiB parts cut at safe points (unless a special token
+    /// contains '\n'), so even one long text uses every thread.
     void encode_batch_ordered(const std::vector<std::string_view>& texts, const SpecialPolicy* policy, int num_threads,
                               const std::function<void(size_t, std::vector<Rank>&)>& on_done) const;
 
