@@ -35,7 +35,7 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from pygpt.data.corpus import load_shakespeare, render_text
@@ -102,13 +102,18 @@ def prepare_bases(out: Path, p: dict, quiet: bool) -> dict:
     tcfg = TrainConfig(preset=p["gpt_preset"], steps=p["pretrain_steps"], batch_size=p["batch"], context=p["context"],
                        lr=p["pretrain_lr"], warmup=max(1, p["pretrain_steps"] // 20), vocab_size=p["vocab_size"],
                        corpus=str(corpus), out_dir=str(gpt_dir), eval_interval=max(1, p["pretrain_steps"] // 4),
-                       eval_batches=8, log_interval=max(1, p["pretrain_steps"] // 10), sample_tokens=20, quiet=quiet)
+                       eval_batches=8, log_interval=max(1, p["pretrain_steps"] // 10), sample_tokens=20, quiet=quiet,
+                       checkpoint_interval=max(1, p["pretrain_steps"] // 20))
     stamp = {"train": asdict(tcfg) | {"quiet": None}}
     t0 = time.time()
     if _stamp_ok(gpt_dir, stamp):
         log(f"base-gpt  reusing {gpt_dir}")
     else:
-        r = pretrain(tcfg)
+        # an interrupted pre-training continues from its newest checkpoint (pretrain refuses one
+        # written with other settings)
+        ckpts = gpt_dir / "checkpoints"
+        resume = ckpts.is_dir() and any(ckpts.glob("*.safetensors"))
+        r = pretrain(replace(tcfg, resume=resume))
         (gpt_dir / "ablation_stamp.json").write_text(json.dumps(stamp))
         log(f"base-gpt  {r['steps']} updates, val loss {r['val_history'][0][1]:.3f} -> {r['val_history'][-1][1]:.3f} "
             f"in {time.time() - t0:.0f}s")
