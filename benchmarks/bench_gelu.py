@@ -7,7 +7,10 @@ GELU is memory-bound, so the figure of merit is bytes moved per second:
 Each row is the median of --repeats timed calls after one warm-up call, on preallocated buffers
 (torch "alloc" rows are the usual allocating calls: F.gelu and autograd, which fault fresh memory in).
 All kernels use the same thread count (pygpt._C.num_threads(), torch.set_num_threads); np.copyto is
-NumPy's single-threaded memcpy, torch copy_ is multi-threaded.
+NumPy's single-threaded memcpy, torch copy_ is multi-threaded. "np.exp" (NumPy's SIMD exp, one thread)
+shows what one exponential per element costs on this CPU: GELU needs one, so where np.exp runs below
+copy speed GELU is compute-bound, not memory-bound. "fresh out" allocates the output per call, as the
+op does inside a model (the difference to the preallocated row is page faults).
 
     python benchmarks/bench_gelu.py [--sizes 1,2,4,8,16] [--repeats 15] [--threads N]
 
@@ -60,11 +63,14 @@ def cases(n: int, threads: int):
     b2, b3 = 2 * 4 * n, 3 * 4 * n
 
     yield "np.copyto", b2, lambda: np.copyto(y, x)
+    yield "np.exp (1 thread)", b2, lambda: np.exp(x, out=y)  # what one exponential per element costs here
     C = backend.native
     if C is not None:
         for approx in ("tanh", "none"):
             yield f"pygpt fwd {approx}", b2, lambda a=approx: C.gelu_forward(x, y, a)
             yield f"pygpt bwd {approx}", b3, lambda a=approx: C.gelu_backward(x, dy, dx, a)
+        # as the op runs inside a model: a fresh output each call (page faults included)
+        yield "pygpt fwd tanh, fresh out", b2, lambda: C.gelu_forward(x, np.empty_like(x), "tanh")
     try:
         import torch
     except ImportError:

@@ -263,10 +263,12 @@ class Tensor:
             in_grads = node.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
-            for inp, need, ig in zip(node.inputs, node.needs_grad, in_grads):
+            for k, (inp, need, ig) in enumerate(zip(node.inputs, node.needs_grad, in_grads)):
                 if not need or ig is None:
                     continue
                 if inp._node is None:
+                    if inp.grad is None and _aliased(ig, k, in_grads, grads):
+                        ig = ig.copy()  # the leaf will own it and may be accumulated into in place
                     _accumulate_leaf(inp, ig)
                 else:
                     prev = grads.get(id(inp))
@@ -276,6 +278,17 @@ class Tensor:
                 tensor._node.inputs = ()
 
     # -- operators (defined in functional; bound at import time there) -------------------------
+
+
+def _aliased(g, k, in_grads, pending) -> bool:
+    """Does g share memory with another gradient of the same node's inputs or with a gradient still
+    pending for a non-leaf? (e.g. `a + b` hands the same array to both a and b.) A leaf's .grad is
+    accumulated into in place, so it must own its array alone."""
+    may_share, kind = backend.get_xp(g).may_share_memory, type(g)
+    for j, o in enumerate(in_grads):
+        if j != k and type(o) is kind and may_share(g, o):
+            return True
+    return any(type(o) is kind and may_share(g, o) for o in pending.values())
 
 
 def _accumulate_leaf(t: Tensor, g) -> None:

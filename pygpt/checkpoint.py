@@ -80,8 +80,10 @@ def load_checkpoint(path) -> dict:
             "dropout": json.loads(meta["dropout"]),
             "tokenizer": meta["tokenizer"],
         }
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, RecursionError) as exc:  # deeply nested JSON: RecursionError
         raise ValueError(f"{path}: checkpoint metadata is incomplete or malformed ({exc})") from None
+    if not isinstance(optimizer, dict):
+        raise ValueError(f"{path}: checkpoint metadata is malformed (optimizer is not a JSON object)")
     optimizer["arrays"] = {k[len("optim/"):]: v for k, v in tensors.items() if k.startswith("optim/")}
     out["optimizer"] = optimizer
     out["model"] = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}

@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from . import backend
+from . import backend, cuda_kernels
 from .autograd import Function, Tensor, is_grad_enabled
 from .random import keep_mask, keep_threshold
 
@@ -398,6 +398,8 @@ class Gelu(Function):
             out = np.empty_like(x)
             backend.native.gelu_forward(x, out, approximate)
             return out
+        if cuda_kernels.usable(x):  # CuPy: the CUDA kernel (pygpt._C.cuda)
+            return cuda_kernels.gelu_forward(x, approximate)
         return gelu_reference(x, approximate)
 
     def backward(self, g):
@@ -407,6 +409,8 @@ class Gelu(Function):
             dx = np.empty_like(x)
             backend.native.gelu_backward(x, g, dx, self.approximate)
             return (dx,)
+        if cuda_kernels.usable(x) and cuda_kernels.usable(x, g, contiguous=False):
+            return (cuda_kernels.gelu_backward(x, g, self.approximate),)
         return (gelu_backward_reference(x, g, self.approximate),)
 
 
@@ -764,7 +768,12 @@ class MatMul(Function):
         if b.ndim == 2 and a.ndim > 2:  # (..., m, k) @ (k, n): two plain GEMMs
             g2 = g.reshape(-1, g.shape[-1])
             ga = (g2 @ b.T).reshape(a.shape) if self.needs_grad[0] else None
-            gb = (a.reshape(-1, a.shape[-1]).T @ g2) if self.needs_grad[1] else None
+            gb = None
+            if self.needs_grad[1]:
+                a2 = a.reshape(-1, a.shape[-1])
+                # b stored transposed (a tied output layer's W.T): write gb in that layout, so the
+                # gradient reaching W is contiguous and needs no transposing copy
+                gb = (g2.T @ a2).T if b.flags.f_contiguous and not b.flags.c_contiguous else a2.T @ g2
             return ga, gb
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
@@ -800,9 +809,19 @@ class Linear(Function):
         x, w = self.x, self.w
         g2 = g.reshape(-1, g.shape[-1])  # (N, out)
         gx = (g2 @ w.T).reshape(x.shape) if self.needs_grad[0] else None
-        gw = (x.reshape(-1, x.shape[-1]).T @ g2) if self.needs_grad[1] else None
+        gw = _weight_grad(x.reshape(-1, x.shape[-1]), g2) if self.needs_grad[1] else None
         gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
+
+
+def _weight_grad(x2, g2):
+    """x₂ᵀ g₂ (in, out) for x₂ (N, in), g₂ (N, out). OpenBLAS threads a product with few output rows
+    and a long inner dimension badly (each of its K blocks is a hand-off between threads; on a loaded
+    2-core box 256 × 768 ran at half the speed of 768 × 256), so the longer side goes first: for
+    in < out this computes (g₂ᵀ x₂)ᵀ, a transposed view (the leaf gradient copies it)."""
+    if x2.shape[1] < g2.shape[1]:
+        return (g2.T @ x2).T
+    return x2.T @ g2
 
 
 def matmul(a, b) -> Tensor:
@@ -909,6 +928,10 @@ class LayerNorm(Function):
             backend.native.layer_norm_forward(x, w, b, out, self.mean, self.rstd, float(eps))
             self.x, self.xhat = x, None
             return out
+        if cuda_kernels.usable(x, w, b) and x.ndim >= 1 and x.shape[-1] >= 1 and isinstance(eps, (float, int)):
+            out, self.mean, self.rstd = cuda_kernels.layer_norm_forward(x, w, b, float(eps))
+            self.x, self.xhat = x, None
+            return out
         xp = _xp(x)
         mu = x.mean(axis=-1, keepdims=True)
         xc = x - mu
@@ -920,6 +943,8 @@ class LayerNorm(Function):
     def backward(self, g):
         if self.xhat is None:  # native forward: x, mean, rstd saved
             x, w = self.x, self.w
+            if cuda_kernels.is_cupy(x):  # the CUDA kernels' forward (CuPy)
+                return cuda_kernels.layer_norm_backward(x, w, self.mean, self.rstd, g, self.needs_grad)
             g = np.ascontiguousarray(g, dtype=x.dtype)
             gx = np.empty_like(x) if self.needs_grad[0] else None
             gw = np.empty_like(w) if self.needs_grad[1] else None
@@ -964,14 +989,20 @@ class Embedding(Function):
 
     def backward(self, g):
         xp = _xp(g)
-        gw = xp.zeros(self.wshape, dtype=g.dtype)
+        # A leaf table that already holds a gradient (the tied output layer's, which backward reaches
+        # first) takes the scatter-add in place: no (V, C) zeros, no dense add of mostly-zero rows.
+        w = self.inputs[0]
+        acc = w.grad if isinstance(w, Tensor) and w._node is None else None
+        into = (acc is not None and type(acc) is type(g) and acc.shape == self.wshape and acc.dtype == g.dtype
+                and acc.flags.c_contiguous and acc.flags.writeable)
+        gw = acc if into else xp.zeros(self.wshape, dtype=g.dtype)
         if backend.use_native(g) and isinstance(self.ids, np.ndarray):
             ids = np.ascontiguousarray(self.ids.reshape(-1), dtype=np.int64)
             g2 = np.ascontiguousarray(g.reshape(-1, self.wshape[1]))
             backend.native.embedding_backward(ids, g2, gw)
-            return gw, None
-        _index_add(gw, self.ids.reshape(-1), g.reshape(-1, self.wshape[1]))
-        return gw, None
+        else:
+            _index_add(gw, self.ids.reshape(-1), g.reshape(-1, self.wshape[1]))
+        return (None if into else gw), None
 
 
 def _int_ids(ids, arg, like=None):
@@ -1011,6 +1042,8 @@ class Dropout(Function):
             out = np.empty_like(x)
             backend.native.dropout(x, out, key, keep_threshold(p), float(self.scale))
             return out
+        if cuda_kernels.usable(x):  # CuPy: the CUDA kernel, the same bits; the mask is never stored either
+            return cuda_kernels.dropout(x, key, keep_threshold(p), float(self.scale))
         self.scale_mask = keep_mask(key, x.shape, p, xp=_xp(x)).astype(x.dtype) * self.scale
         return x * self.scale_mask
 
@@ -1021,6 +1054,8 @@ class Dropout(Function):
                 out = np.empty_like(g)
                 backend.native.dropout(g, out, self.key, keep_threshold(self.p), float(self.scale))
                 return (out,)
+            if cuda_kernels.usable(g, contiguous=False) and g.dtype == self.scale.dtype:
+                return (cuda_kernels.dropout(g, self.key, keep_threshold(self.p), float(self.scale)),)
             self.scale_mask = keep_mask(self.key, g.shape, self.p, xp=_xp(g)).astype(self.scale.dtype) * self.scale
         return (g * self.scale_mask,)
 
@@ -1125,6 +1160,10 @@ class CrossEntropy(Function):
             backend.native.cross_entropy_forward(z, t, losses, lse, int(ignore_index))
             self.z, self.lse, self.t, self.keep, self.native = z, lse, t, keep, True
             self.ignore_index = int(ignore_index)
+        elif cuda_kernels.usable(z) and z.shape[1] >= 1 and _INT64_MIN <= ignore_index <= _INT64_MAX:
+            losses, lse, t = cuda_kernels.cross_entropy_forward(z, t, int(ignore_index))  # CuPy: CUDA kernel
+            self.z, self.lse, self.t, self.keep, self.native = z, lse, t, keep, "cuda"
+            self.ignore_index = int(ignore_index)
         else:
             safe_t = xp.where(keep, t, 0)
             m = z.max(axis=1, keepdims=True)
@@ -1145,6 +1184,14 @@ class CrossEntropy(Function):
                 raise RuntimeError("cross_entropy(overwrite_logits=True): backward already replaced the logits "
                                    "with their gradient; it can run only once")
             self.consumed = True
+        if self.native == "cuda":  # the same on the GPU; the scale stays on the device (no sync)
+            if self.reduction == "none":
+                row_scale = g.reshape(-1)
+            else:
+                row_scale = g / _builtins.max(self.n, 1) if self.reduction == "mean" else g
+            grad = cuda_kernels.cross_entropy_backward(self.z, self.t, self.lse, self.z if self.overwrite else None,
+                                                       row_scale, self.ignore_index)
+            return grad.reshape(self.shape), None
         if self.native:  # one pass: (softmax − onehot) · scale written straight into the gradient
             z = self.z
             grad = z if self.overwrite else np.empty_like(z)
@@ -1190,6 +1237,156 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         raise ValueError(f"cross_entropy: targets must be in [0, {v}) or equal ignore_index={ignore_index}")
     return CrossEntropy.apply(logits, t, ignore_index=ignore_index, reduction=reduction,
                               overwrite_logits=overwrite_logits)
+
+
+# Reused scratch for temporaries that never leave an op (the classifier's logits below): one flat
+# NumPy buffer per dtype, grown to the largest request and kept, so a training step does not fault
+# hundreds of MB of fresh pages in every time. Taken out while in use, so nested or concurrent
+# callers get their own. `clear_workspace()` returns the memory.
+_WORKSPACE: dict = {}
+
+
+def _take_workspace(n: int, dtype) -> np.ndarray:
+    buf = _WORKSPACE.pop(np.dtype(dtype), None)
+    if buf is None or buf.size < n:
+        del buf  # drop the small one before allocating the big one
+        buf = np.empty(n, dtype=dtype)
+    return buf
+
+
+def _give_back_workspace(buf: np.ndarray) -> None:
+    old = _WORKSPACE.get(buf.dtype)
+    if old is None or old.size < buf.size:
+        _WORKSPACE[buf.dtype] = buf
+
+
+def clear_workspace() -> None:
+    """Release the scratch buffers kept between calls (see linear_cross_entropy)."""
+    _WORKSPACE.clear()
+
+
+_LCE_BUDGET_BYTES = 512 << 20  # logits rows computed at once: at most this many bytes (one chunk usually)
+
+
+class LinearCrossEntropy(Function):
+    """cross_entropy(x Wᵀ, targets) for a classifier stored (V, C) like an embedding table (the tied
+    output layer), fused: the (N, V) logits live only inside the forward.
+
+    Forward, per chunk of rows: logits z = x Wᵀ into a reused workspace; per-row log-sum-exp and loss;
+    when a gradient is wanted, dz = (softmax(z) − onehot)·s in place (s = 1/n_kept for 'mean', 1 for
+    'sum'; ignored rows 0), and from it dx = dz W and dW = dzᵀ x. Backward only multiplies them by g.
+    The same values as matmul(x, W.T) + cross_entropy up to summation order, at the same GEMM count,
+    without allocating, faulting in and re-reading the (N, V) logits and their gradient.
+    A second backward (retain_graph) recomputes the gradients from the saved x and W."""
+
+    name = "linear_cross_entropy"
+
+    def forward(self, x, w, targets, ignore_index=-100, reduction="mean", want=(True, True)):
+        C, V = x.shape[-1], w.shape[0]
+        self.x_shape, self.reduction, self.ignore_index = x.shape, reduction, int(ignore_index)
+        self.x2 = x.reshape(-1, C)  # (N, C)
+        self.w = w  # (V, C)
+        self.t = targets.reshape(-1)
+        keep = self.t != ignore_index
+        self.n = int(keep.sum())
+        self.want = tuple(bool(b) for b in want)
+        loss = self._run(self.want)
+        return loss.sum() if reduction == "sum" else loss.sum() / _builtins.max(self.n, 1)
+
+    def _run(self, want):
+        """Per-row losses (N,); with want=(wx, ww) also sets self.gx (N, C) / self.gw (V, C)."""
+        x2, w, t = self.x2, self.w, self.t
+        xp = _xp(x2)
+        N, C = x2.shape
+        V = w.shape[0]
+        dt = np.result_type(x2.dtype, w.dtype)
+        s = 1.0 / _builtins.max(self.n, 1) if self.reduction == "mean" else 1.0
+        losses = xp.empty(N, dtype=dt)
+        self.gx = xp.empty((N, C), dtype=dt) if want[0] else None
+        self.gw = None
+        native = backend.use_native(x2) and _INT64_MIN <= self.ignore_index <= _INT64_MAX
+        if native:
+            t = np.ascontiguousarray(t, dtype=np.int64)
+        rows = _builtins.max(1, _builtins.min(N, _LCE_BUDGET_BYTES // _builtins.max(1, V * dt.itemsize)))
+        ws = _take_workspace(rows * V, dt) if xp is np else None
+        tmp = None
+        try:
+            for r0 in range(0, N, rows):
+                r1 = _builtins.min(N, r0 + rows)
+                xc = x2[r0:r1]
+                z = ws[: (r1 - r0) * V].reshape(r1 - r0, V) if ws is not None else xp.empty((r1 - r0, V), dt)
+                xp.matmul(xc, w.T, out=z)  # (R, V) logits
+                if native:  # one call over all rows (one parallel region), each row read from memory once
+                    lse = np.empty(r1 - r0, dtype=dt)
+                    if want[0] or want[1]:  # loss and dz in place, one exp per element
+                        backend.native.cross_entropy_fused(z, t[r0:r1], losses[r0:r1], lse, s, self.ignore_index)
+                    else:
+                        backend.native.cross_entropy_forward(z, t[r0:r1], losses[r0:r1], lse, self.ignore_index)
+                else:
+                    tc = t[r0:r1]
+                    keep = tc != self.ignore_index
+                    safe = xp.where(keep, tc, 0)
+                    m = z.max(axis=1, keepdims=True)
+                    lse = xp.log(xp.exp(z - m).sum(axis=1, keepdims=True)) + m  # (R, 1)
+                    picked = xp.take_along_axis(z, safe[:, None], axis=1)
+                    losses[r0:r1] = (lse - picked)[:, 0] * keep
+                    if want[0] or want[1]:
+                        xp.exp(xp.subtract(z, lse, out=z), out=z)  # softmax, in place
+                        z[xp.arange(r1 - r0), safe] -= 1
+                        z *= (keep * s).astype(dt)[:, None]
+                if want[0]:
+                    xp.matmul(z, w, out=self.gx[r0:r1])  # dx = dz W  (R, C)
+                if want[1]:
+                    if self.gw is None:
+                        self.gw = xp.matmul(z.T, xc)  # dW = dzᵀ x  (V, C), contiguous like W
+                    else:
+                        tmp = xp.matmul(z.T, xc, out=tmp)
+                        self.gw += tmp
+        finally:
+            if ws is not None:
+                _give_back_workspace(ws)
+        return losses
+
+    def backward(self, g):
+        if self.gx is None and self.gw is None:  # released by an earlier backward: recompute
+            self._run(self.needs_grad)
+        gx, gw = self.gx, self.gw
+        self.gx = self.gw = None  # handed over: a leaf gradient may later be accumulated into in place
+        scale = float(g)  # a Python float keeps the arrays' dtype
+        if scale != 1.0:
+            for a in (gx, gw):
+                if a is not None:
+                    a *= scale
+        return (gx.reshape(self.x_shape) if gx is not None and self.needs_grad[0] else None,
+                gw if self.needs_grad[1] else None)
+
+
+def linear_cross_entropy(x, weight, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """cross_entropy(matmul(x, weight.T), targets) without materialising the logits: x (..., C),
+    weight (V, C) (e.g. a tied embedding table), integer targets (...). reduction 'mean' or 'sum'
+    ('none' falls back to the unfused ops). Gradients are computed during the forward when enabled
+    (see LinearCrossEntropy)."""
+    _check_tensor(x, "x")
+    _check_tensor(weight, "weight")
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear_cross_entropy: weight must be (V, C) with C = x.shape[-1]; got x {x.shape}, "
+                         f"weight {weight.shape}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"linear_cross_entropy: x has dtype {x.dtype} but weight has {weight.dtype}")
+    if reduction == "none":
+        return cross_entropy(matmul(x, transpose(weight)), targets, ignore_index=ignore_index, reduction="none")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"linear_cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    t = _int_ids(targets, "targets", like=x)
+    if t.shape != x.shape[:-1]:
+        raise ValueError(f"linear_cross_entropy: targets must have shape {x.shape[:-1]}, got {t.shape}")
+    v = weight.shape[0]
+    kept = t[t != ignore_index]
+    if kept.size and (int(kept.min()) < 0 or int(kept.max()) >= v):
+        raise ValueError(f"linear_cross_entropy: targets must be in [0, {v}) or equal ignore_index={ignore_index}")
+    grad = is_grad_enabled()
+    want = (grad and x.requires_grad, grad and weight.requires_grad)
+    return LinearCrossEntropy.apply(x, weight, targets=t, ignore_index=ignore_index, reduction=reduction, want=want)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1261,6 +1458,12 @@ class Attention(Function):
 
     def forward(self, q, k, v, causal=True, key_mask=None, dropout_p=0.0, dropout_key=0):
         self.causal, self.dropout_p, self.dropout_key = bool(causal), float(dropout_p), int(dropout_key)
+        self.on_cuda = False
+        if cuda_kernels.attention_ok(q, k, v):  # CuPy float32: the fused CUDA kernel, same contract
+            out, self.lse, self.q, self.k, self.v, self.key_mask = cuda_kernels.attention_forward(
+                q, k, v, self.causal, key_mask, self.dropout_p, self.dropout_key)
+            self.out, self.on_cuda = out, True
+            return out
         if _attention_native_ok(q, k, v):
             q, k, v = (_attention_view(a, q.dtype) for a in (q, k, v))
             B, H, Tq, d = q.shape
@@ -1275,6 +1478,9 @@ class Attention(Function):
         return out
 
     def backward(self, g):
+        if self.on_cuda and cuda_kernels.is_cupy(g) and g.dtype == np.float32:
+            return cuda_kernels.attention_backward(self.q, self.k, self.v, self.out, self.lse, g, self.causal,
+                                                   self.key_mask, self.dropout_p, self.dropout_key)
         if self.lse is not None and isinstance(g, np.ndarray):  # native forward
             q, k, v = self.q, self.k, self.v
             g = _attention_view(g, q.dtype)

@@ -33,6 +33,17 @@ def test_leaf_grad_does_not_alias_data_or_other_buffers():
     np.testing.assert_allclose(x.data, [1.0, 2.0])
 
 
+def test_two_leaves_never_share_one_gradient_array():
+    a = Tensor(np.ones(3, np.float32), requires_grad=True)
+    b = Tensor(np.ones(3, np.float32), requires_grad=True)
+    c = Tensor(np.full(3, 2, np.float32))
+    ((a + b) * c).sum().backward()  # add hands one array to both a and b
+    assert not np.shares_memory(a.grad, b.grad)
+    (a * c).sum().backward()  # accumulates into a.grad in place: b.grad must not change
+    np.testing.assert_allclose(a.grad, 4.0)
+    np.testing.assert_allclose(b.grad, 2.0)
+
+
 def test_no_grad_records_nothing():
     x = Tensor(np.ones(3), requires_grad=True)
     with no_grad():

@@ -117,3 +117,22 @@ def test_a_weights_file_is_not_a_checkpoint(tmp_path, valid_file):
     p.write_bytes(valid_file)
     with pytest.raises(ValueError, match="not a pygpt checkpoint"):
         load_checkpoint(p)
+
+
+@pytest.mark.parametrize("header", [b"[" * 100_000, b'{"a":' * 100_000])
+def test_deeply_nested_header_is_a_value_error(tmp_path, header):
+    """json raises RecursionError (not a ValueError) on deep nesting; the reader turns it into one."""
+    p = tmp_path / "deep.safetensors"
+    p.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(ValueError, match="not valid UTF-8 JSON"):
+        load_file(p)
+
+
+@pytest.mark.parametrize("optimizer", ["[" * 100_000, "[1, 2]", "3", "null", "{"])
+def test_malformed_checkpoint_metadata_is_a_value_error(tmp_path, optimizer):
+    meta = {"format": "pygpt-checkpoint", "step": "1", "model_config": "{}", "train_config": "{}",
+            "sampler": "{}", "dropout": "{}", "tokenizer": "", "optimizer": optimizer}
+    p = tmp_path / "ckpt.safetensors"
+    save_file({"model/x": np.zeros(2, np.float32)}, p, metadata=meta)
+    with pytest.raises(ValueError, match="malformed"):
+        load_checkpoint(p)

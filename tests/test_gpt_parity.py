@@ -83,6 +83,30 @@ def test_logits_and_grads_match_transformers(variant):
         np.testing.assert_allclose(p.grad, ref, rtol=1e-5, atol=1e-10, err_msg=name)
 
 
+@pytest.mark.parametrize("variant", ["gpt2", "gpt1"])
+def test_fused_classifier_loss_and_grads_match_transformers(variant):
+    """return_logits=False: the classifier and cross-entropy fused (no logits array), same loss and grads."""
+    cfg = _cfg("pre" if variant == "gpt2" else "post")
+    ours = GPT(cfg).to(dtype=np.float64)
+    hf, prefix, rename = (_hf_gpt2 if variant == "gpt2" else _hf_gpt1)(cfg)
+    mapping = _copy_weights(ours, hf, prefix, rename)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, cfg.vocab_size, size=(2, 17))
+    targets = rng.integers(0, cfg.vocab_size, size=(2, 17))
+
+    logits, loss = ours(ids, targets, return_logits=False)
+    assert logits is None
+    loss.backward()
+    out = hf(input_ids=torch.tensor(ids))
+    ref_loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, cfg.vocab_size), torch.tensor(targets).reshape(-1))
+    ref_loss.backward()
+
+    np.testing.assert_allclose(loss.item(), ref_loss.item(), rtol=1e-7)
+    hf_params = dict(hf.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad, hf_params[mapping[name]].grad.numpy(), rtol=1e-5, atol=1e-10, err_msg=name)
+
+
 def test_float32_model_matches_float64_reference_closely():
     cfg = _cfg("pre")
     ours32 = GPT(cfg, seed=3)

@@ -108,7 +108,8 @@ def test_info_reports_native_state():
 @needs_native
 def test_build_info():
     info = _C.build_info()
-    assert set(info) == {"version", "compiler", "build_type", "simd", "openmp", "max_threads", "cuda"}
+    assert set(info) == {"version", "compiler", "build_type", "simd", "openmp", "max_threads", "cuda",
+                         "cuda_kernels", "cuda_architectures", "cuda_runtime"}  # CUDA: tests/test_cuda_kernels.py
     assert info["version"] == pygpt.__version__ == _C.__version__
     assert isinstance(info["openmp"], bool) and isinstance(info["cuda"], bool)
     assert info["max_threads"] == _C.num_threads() >= 1

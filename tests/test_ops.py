@@ -470,6 +470,56 @@ def test_cross_entropy(data, reduction, scale):
     check_grad(fn, [z], atol=1e-5)
 
 
+@covers("linear_cross_entropy")
+@SETTINGS
+@given(data=st.data(), reduction=st.sampled_from(["mean", "sum"]), rows=st.sampled_from([None, 1, 2]))
+def test_linear_cross_entropy(data, reduction, rows):
+    lead = data.draw(hnp.array_shapes(min_dims=1, max_dims=2, max_side=4))
+    c = data.draw(st.integers(1, 4))
+    v = data.draw(st.integers(1, 6))
+    x = data.draw(arrays(lead + (c,)))
+    w = data.draw(arrays((v, c)))
+    t = data.draw(hnp.arrays(np.int64, lead, elements=st.integers(-1, v - 1)))  # -1 = ignored
+
+    def ref(x_, w_):
+        z_ = x_ @ w_.T
+        lp = _np_log_softmax(z_, -1)
+        keep = t != -1
+        losses = -np.take_along_axis(lp, np.where(keep, t, 0)[..., None], -1)[..., 0] * keep
+        return losses.sum() if reduction == "sum" else losses.sum() / max(int(keep.sum()), 1)
+
+    fn = lambda x_, w_: F.linear_cross_entropy(x_, w_, t, ignore_index=-1, reduction=reduction)  # noqa: E731
+    budget = F._LCE_BUDGET_BYTES
+    if rows is not None:  # several row chunks: dW accumulates across them
+        F._LCE_BUDGET_BYTES = rows * v * 8
+    try:
+        assert_forward(fn, ref, x, w, atol=1e-4, rtol=1e-5)
+        unfused = F.cross_entropy(F.matmul(Tensor(x), Tensor(w).T), t, ignore_index=-1, reduction=reduction)
+        np.testing.assert_allclose(fn(Tensor(x), Tensor(w)).item(), unfused.item(), rtol=1e-12, atol=1e-12)
+        check_grad(fn, [x, w], atol=1e-5)
+    finally:
+        F._LCE_BUDGET_BYTES = budget
+
+
+def test_linear_cross_entropy_retain_graph_and_errors():
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    w = Tensor(rng.standard_normal((5, 4)), requires_grad=True)
+    t = np.array([0, 4, 2])
+    loss = F.linear_cross_entropy(x, w, t)
+    loss.backward(retain_graph=True)
+    g1x, g1w = x.grad.copy(), w.grad.copy()
+    loss.backward()  # recomputed from the saved x and W
+    np.testing.assert_allclose(x.grad, 2 * g1x, rtol=1e-12)
+    np.testing.assert_allclose(w.grad, 2 * g1w, rtol=1e-12)
+    none = F.linear_cross_entropy(x, w, t, reduction="none")
+    np.testing.assert_allclose(none.numpy().mean(), loss.item(), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"targets must be in \[0, 5\)"):
+        F.linear_cross_entropy(x, w, np.array([0, 5, 1]))
+    with pytest.raises(ValueError, match="weight must be"):
+        F.linear_cross_entropy(x, Tensor(np.zeros((5, 3))), t)
+
+
 def test_cross_entropy_errors():
     z = Tensor(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"targets must be in \[0, 3\)"):

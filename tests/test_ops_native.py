@@ -304,6 +304,24 @@ def test_cross_entropy_kernel_in_place_backward(dtype):
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("rows,V,scale", [(1, 1, 1.0), (9, 2050, 4.0), (3, 50257, 30.0), (5, 17, 1.0)])
+def test_cross_entropy_fused_kernel_is_forward_then_backward(rows, V, scale, dtype):
+    rng = np.random.default_rng(rows * V)
+    z = make_logits(rng, rows, V, dtype, scale)
+    t = rng.integers(-1, V, rows)
+    loss, lse = run_ce(z, t, -1)
+    d = np.empty_like(z)
+    _C.cross_entropy_backward(z, t, lse, d, 0.25, None, -1)
+    zf, lf, sf = z.copy(), np.empty_like(loss), np.empty_like(lse)
+    _C.cross_entropy_fused(zf, t, lf, sf, 0.25, -1)
+    assert lf.tobytes() == loss.tobytes() and sf.tobytes() == lse.tobytes()  # the forward's bits
+    assert not zf[t == -1].any()
+    np.testing.assert_allclose(zf, d, rtol=4 * tol(dtype), atol=tol(dtype) * 0.25 / V)
+    np.testing.assert_allclose(zf, ce_bwd_ref(z, t, 0.25, None, -1), rtol=1e-4, atol=2e-6)
+
+
+@needs_native
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
 def test_cross_entropy_kernel_hypothesis(data, dtype):
@@ -826,6 +844,24 @@ class TestBadArguments:
             _C.cross_entropy_backward(z, t, lse, f32(3, 5), "1.0")
         with pytest.raises(TypeError):
             _C.cross_entropy_backward(z, t, lse, f32(3, 5), 1.0, None, 2**70)  # ignore_index beyond int64
+
+    def test_cross_entropy_fused(self):
+        z, t = f32(3, 5), i64(3)
+        with pytest.raises(ValueError, match=r"^loss must have shape logits\.shape\[:-1\] \(3,\)"):
+            _C.cross_entropy_fused(z, t, f32(4), f32(3))
+        with pytest.raises(TypeError, match=r"^lse must have the same dtype as logits"):
+            _C.cross_entropy_fused(z, t, f32(3), np.zeros(3))
+        buf = f32(18)
+        with pytest.raises(ValueError, match=r"^logits must not overlap loss"):
+            _C.cross_entropy_fused(buf[:15].reshape(3, 5), t, buf[14:17], f32(3))
+        with pytest.raises(ValueError, match=r"^loss must not overlap lse"):
+            _C.cross_entropy_fused(z, t, buf[:3], buf[1:4])
+        ro = f32(3, 5)
+        ro.flags.writeable = False
+        with pytest.raises(ValueError, match=r"^logits must be writeable"):
+            _C.cross_entropy_fused(ro, t, f32(3), f32(3))
+        with pytest.raises(ValueError, match=r"targets\[1\] = 5 is outside"):
+            _C.cross_entropy_fused(f32(3, 5), np.array([0, 5, 1]), f32(3), f32(3))
 
     # ---- Adam
     def test_adam_update(self):

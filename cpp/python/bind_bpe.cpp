@@ -10,8 +10,11 @@
 #include <pygpt/bpe.h>
 #include <pygpt/parallel.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "checks.h"
@@ -25,8 +28,11 @@ using bpe::Rank;
 // A Python str as UTF-8: a view of the str's own UTF-8 buffer, or a repaired private copy.
 class Utf8Text {
    public:
-    explicit Utf8Text(const py::handle& obj) {
-        if (!PyUnicode_Check(obj.ptr())) throw py::type_error("expected str, got " + type_name(obj));
+    /// `name` (and `index` >= 0: name[index]) is the argument a TypeError names.
+    Utf8Text(const py::handle& obj, const char* name, Py_ssize_t index = -1) {
+        if (!PyUnicode_Check(obj.ptr()))
+            throw py::type_error(std::string(name) + (index >= 0 ? "[" + std::to_string(index) + "]" : "") +
+                                 " must be a str, got " + type_name(obj));
         Py_ssize_t size = 0;
         const char* data = PyUnicode_AsUTF8AndSize(obj.ptr(), &size);
         if (data) {
@@ -96,45 +102,102 @@ std::string py_repr(const std::string& utf8) {
                           "disallowed_special=() to encode it as ordinary text");
 }
 
+/// `obj` as an iterable, else a TypeError naming the argument.
+py::iterable iterable_arg(const py::handle& obj, const char* name, const char* want) {
+    if (!py::isinstance<py::iterable>(obj))
+        throw py::type_error(std::string(name) + " must be " + want + ", got " + type_name(obj));
+    return py::reinterpret_borrow<py::iterable>(obj);
+}
+
+/// A str's UTF-8 bytes; a str with lone surrogates (not UTF-8) is a ValueError naming `what`.
+std::string utf8_arg(const py::handle& s, const std::string& what) {
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(s.ptr(), &size);
+    if (!data) {
+        PyErr_Clear();
+        throw py::value_error(what + " " + std::string(py::repr(s)) + " is not valid UTF-8 text");
+    }
+    return std::string(data, size_t(size));
+}
+
 std::vector<std::string> str_list(const py::handle& obj, const char* what) {
     std::vector<std::string> out;
-    for (py::handle item : py::reinterpret_borrow<py::iterable>(obj)) {
+    for (py::handle item : iterable_arg(obj, what, "an iterable of str")) {
         if (!py::isinstance<py::str>(item))
             throw py::type_error(std::string(what) + " must hold str, got " + type_name(item));
-        out.push_back(item.cast<std::string>());
+        out.push_back(utf8_arg(item, std::string(what) + ":"));
     }
     return out;
 }
 
+/// num_threads of the batch calls: 0 = pygpt._C.num_threads(), else 1..1024 (as set_num_threads).
+int checked_threads(int n) {
+    if (n < 0 || n > 1024)
+        throw py::value_error("num_threads must be in [0, 1024] (0: pygpt._C.num_threads()), got " + std::to_string(n));
+    return n;
+}
+
+/// A file path for the C++ readers: no NUL byte (it would silently name another file), not a
+/// directory (an ifstream reads a directory as an empty file). Missing files: RuntimeError there.
+const std::string& checked_path(const std::string& path) {
+    if (path.find('\0') != std::string::npos)
+        throw py::value_error("path must not contain a NUL byte");
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) throw std::runtime_error("cannot read " + path + ": is a directory");
+    return path;
+}
+
 bpe::TokenList token_list(const py::handle& obj, bool special) {
     // an iterable of (bytes | str, int) pairs, or a dict
+    const char* arg = special ? "specials" : "ranks";
     bpe::TokenList out;
     py::object items = py::isinstance<py::dict>(obj) ? py::reinterpret_borrow<py::dict>(obj).attr("items")()
                                                      : py::reinterpret_borrow<py::object>(obj);
-    for (py::handle pair : py::reinterpret_borrow<py::iterable>(items)) {
+    const char* want = special ? "a dict str -> int or an iterable of (str, int) pairs"
+                               : "a dict bytes -> int or an iterable of (bytes, int) pairs";
+    for (py::handle pair : iterable_arg(items, arg, want)) {
+        if (!PySequence_Check(pair.ptr()) || py::isinstance<py::str>(pair) || py::isinstance<py::bytes>(pair))
+            throw py::type_error(std::string(arg) + " must hold (token, id) pairs, got " + type_name(pair));
         auto t = py::reinterpret_borrow<py::sequence>(pair);
-        if (t.size() != 2) throw py::value_error("expected (token, id) pairs");
+        if (t.size() != 2)
+            throw py::value_error(std::string(arg) + ": expected (token, id) pairs, got one of length " +
+                                  std::to_string(t.size()));
         py::object tok = t[0], id = t[1];
         std::string bytes;
         if (special) {
-            if (!py::isinstance<py::str>(tok)) throw py::type_error("special token must be str, got " + type_name(tok));
-            bytes = tok.cast<std::string>();
+            if (!py::isinstance<py::str>(tok))
+                throw py::type_error("specials: special token must be str, got " + type_name(tok));
+            bytes = utf8_arg(tok, "specials: special token");
         } else {
-            if (!py::isinstance<py::bytes>(tok)) throw py::type_error("token must be bytes, got " + type_name(tok));
+            if (!py::isinstance<py::bytes>(tok)) throw py::type_error("ranks: token must be bytes, got " + type_name(tok));
             bytes = tok.cast<std::string>();
         }
         if (PyBool_Check(id.ptr()) || !PyLong_Check(id.ptr()))
-            throw py::type_error("token id must be an int, got " + type_name(id));
+            throw py::type_error(std::string(arg) + ": token id must be an int, got " + type_name(id));
         int overflow = 0;
         const long long v = PyLong_AsLongLongAndOverflow(id.ptr(), &overflow);
         if (overflow || v < 0 || v > 0x7FFFFFFELL)
-            throw py::value_error("token " + std::string(py::repr(tok)) + " has invalid id " + std::string(py::repr(id)));
+            throw py::value_error(std::string(arg) + ": token " + std::string(py::repr(tok)) + " has invalid " +
+                                  (special ? "id " : "rank ") + std::string(py::repr(id)) + " (ids must be in [0, 2**31 - 1))");
         out.emplace_back(std::move(bytes), Rank(v));
     }
     return out;
 }
 
-class PyBPE {
+// pybind11 (3.1 and earlier, pybind11 issue #6153) lets Python make an instance whose C++ object
+// was never constructed (BPE.__new__(BPE), pybind11_object.__new__(BPE)); the first method call
+// then allocates raw storage with the class's operator new and runs on it (a crash). Our objects
+// are only ever created with the global ::new (the py::init factories, from_tiktoken_file,
+// bpe_train), so this class operator new is reached only on that path: it refuses with a
+// TypeError instead. Never create these classes with plain `new` or std::make_unique.
+struct RefuseUnconstructed {
+    static void* operator new(size_t) {
+        throw py::type_error("this pygpt._C object was never initialized (created by __new__ without __init__)");
+    }
+    static void operator delete(void* p) { ::operator delete(p); }
+};
+
+class PyBPE : public RefuseUnconstructed {
    public:
     explicit PyBPE(bpe::Encoder&& enc) : enc_(std::move(enc)) { make_ints(); }
     PyBPE(const py::object& ranks, const py::object& specials)
@@ -169,7 +232,7 @@ class PyBPE {
     }
 
     py::object encode_ordinary(const py::object& text, bool as_numpy) const {
-        Utf8Text t(text);
+        Utf8Text t(text, "text");
         std::vector<Rank> ids;
         {
             py::gil_scoped_release nogil;
@@ -181,7 +244,7 @@ class PyBPE {
 
     py::object encode(const py::object& text, const py::object& allowed, const py::object& disallowed,
                       bool as_numpy) const {
-        Utf8Text t(text);
+        Utf8Text t(text, "text");
         // None, None: tiktoken's default (nothing allowed, every special token disallowed)
         const bool deflt = allowed.is_none() && disallowed.is_none();
         bpe::SpecialPolicy given;
@@ -203,12 +266,13 @@ class PyBPE {
 
     py::list encode_batch(const py::object& texts, const py::object& allowed, const py::object& disallowed,
                           int num_threads, bool as_numpy) const {
-        if (py::isinstance<py::str>(texts)) throw py::type_error("encode_batch expects a list of str, got a str");
+        if (py::isinstance<py::str>(texts)) throw py::type_error("texts must be a list of str, got a str");
+        checked_threads(num_threads);
         std::vector<py::object> keep;  // the strs stay alive while the GIL is released
         std::vector<Utf8Text> utf8;
-        for (py::handle item : py::reinterpret_borrow<py::iterable>(texts)) {
+        for (py::handle item : iterable_arg(texts, "texts", "a list of str")) {
             keep.push_back(py::reinterpret_borrow<py::object>(item));
-            utf8.emplace_back(item);
+            utf8.emplace_back(item, "texts", Py_ssize_t(utf8.size()));
         }
         std::vector<std::string_view> views;
         views.reserve(utf8.size());
@@ -219,7 +283,6 @@ class PyBPE {
             if (!allowed.is_none()) policy.allowed = str_list(allowed, "allowed_special");
             if (!disallowed.is_none()) policy.disallowed = str_list(disallowed, "disallowed_special");
         }
-        if (num_threads < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(num_threads));
         py::list outl(views.size());
         try {
             // Results are converted on this thread, in order, as they become ready (taking the
@@ -262,9 +325,10 @@ class PyBPE {
             return ids;
         }
         if (py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj))
-            throw py::type_error("token ids must be an iterable of ints, got " + type_name(obj));
+            throw py::type_error("ids must be an iterable of ints or an integer array, got " + type_name(obj));
+        const py::iterable items = iterable_arg(obj, "ids", "an iterable of ints or an integer array");
         if (PyList_Check(obj.ptr()) || PyTuple_Check(obj.ptr())) ids.reserve(size_t(py::len(obj)));
-        for (py::handle item : py::reinterpret_borrow<py::iterable>(obj)) ids.push_back(id_of(item, bad));
+        for (py::handle item : items) ids.push_back(id_of(item, bad));
         return ids;
     }
 
@@ -298,6 +362,14 @@ class PyBPE {
     }
 
     py::str decode(const py::object& ids_obj, const std::string& errors) const {
+        // an unknown handler would surface only when the bytes need it, and as a LookupError
+        if (errors.find('\0') != std::string::npos) throw py::value_error("errors must not contain a NUL byte");
+        PyObject* handler = PyCodec_LookupError(errors.c_str());
+        if (!handler) {
+            PyErr_Clear();
+            throw py::value_error("errors: unknown error handler name " + std::string(py::repr(py::str(errors))));
+        }
+        Py_DECREF(handler);
         const std::vector<Rank> ids = ids_of(ids_obj);
         std::string s;
         {
@@ -344,15 +416,16 @@ class PyBPE {
     bpe::SpecialPolicy default_policy_;
 };
 
-class PyWordCounts {
+class PyWordCounts : public RefuseUnconstructed {
    public:
     void add_texts(const py::object& texts, int num_threads) {
-        if (py::isinstance<py::str>(texts)) throw py::type_error("add_texts expects a list of str, got a str");
+        if (py::isinstance<py::str>(texts)) throw py::type_error("texts must be a list of str, got a str");
+        checked_threads(num_threads);
         std::vector<py::object> keep;
         std::vector<Utf8Text> utf8;
-        for (py::handle item : py::reinterpret_borrow<py::iterable>(texts)) {
+        for (py::handle item : iterable_arg(texts, "texts", "a list of str")) {
             keep.push_back(py::reinterpret_borrow<py::object>(item));
-            utf8.emplace_back(item);
+            utf8.emplace_back(item, "texts", Py_ssize_t(utf8.size()));
         }
         std::vector<std::string_view> views;
         for (const auto& u : utf8) views.push_back(u.view());
@@ -360,6 +433,8 @@ class PyWordCounts {
         wc.add_texts(views, num_threads);
     }
     size_t add_file(const std::string& path, int num_threads) {
+        checked_path(path);
+        checked_threads(num_threads);
         py::gil_scoped_release nogil;
         return wc.add_file(path, num_threads);
     }
@@ -373,17 +448,21 @@ void bind_bpe(py::module_& m) {
 
 BPE(ranks, specials=None): ranks is a dict bytes -> rank (or (bytes, rank) pairs), specials a dict
 str -> id. ValueError for invalid vocabularies (missing single bytes, duplicate ranks, ...).)doc")
-        .def(py::init<const py::object&, const py::object&>(), py::arg("ranks"), py::arg("specials") = py::none())
+        .def(py::init([](const py::object& ranks, const py::object& specials) {
+                 return std::unique_ptr<PyBPE>(::new PyBPE(ranks, specials));  // global new: see RefuseUnconstructed
+             }),
+             py::arg("ranks"), py::arg("specials") = py::none())
         .def_static(
             "from_tiktoken_file",
             [](const std::string& path, const py::object& specials) {
                 const bpe::TokenList sp = specials.is_none() ? bpe::TokenList{} : token_list(specials, true);
+                checked_path(path);
                 bpe::TokenList ranks;
                 {
                     py::gil_scoped_release nogil;
                     ranks = bpe::Encoder::read_tiktoken_file(path);
                 }
-                return std::make_unique<PyBPE>(bpe::Encoder(ranks, sp));
+                return std::unique_ptr<PyBPE>(::new PyBPE(bpe::Encoder(ranks, sp)));
             },
             py::arg("path"), py::arg("specials") = py::none(),
             "Load a .tiktoken file (base64 token, rank per line); errors name the file and line.")
@@ -418,14 +497,23 @@ str -> id. ValueError for invalid vocabularies (missing single bytes, duplicate 
         .def("decode_single_token_bytes", &PyBPE::single_token_bytes, py::arg("token"));
 
     py::class_<PyWordCounts>(m, "BPEWordCounts", "Pre-tokenized word counts for BPE training (C++).")
-        .def(py::init<>())
+        .def(py::init([]() { return std::unique_ptr<PyWordCounts>(::new PyWordCounts()); }))
         .def("add_texts", &PyWordCounts::add_texts, py::arg("texts"), py::arg("num_threads") = 0,
              "Count the pieces of each str (each pre-tokenized on its own) on C++ threads.")
         .def("add_file", &PyWordCounts::add_file, py::arg("path"), py::arg("num_threads") = 0,
              "Count a UTF-8 file as one text; returns its size in bytes.")
         .def(
-            "add", [](PyWordCounts& w, const py::bytes& word, uint64_t count) { w.wc.add(std::string(word), count); },
-            py::arg("word"), py::arg("count"))
+            "add",
+            [](PyWordCounts& w, const py::bytes& word, uint64_t count) {
+                // total() bounds every word's count: keeping it <= 2**62 keeps the 64-bit counts
+                // from wrapping around (train_merges checks its own pair counts)
+                constexpr uint64_t kMax = uint64_t(1) << 62;
+                if (count > kMax || w.wc.total() > kMax - count)
+                    throw py::value_error("count " + std::to_string(count) + " too large: the counts of all words "
+                                          "together must stay <= 2**62 (now " + std::to_string(w.wc.total()) + ")");
+                w.wc.add(std::string(word), count);
+            },
+            py::arg("word"), py::arg("count"), "Add `count` occurrences of one word (bytes).")
         .def("__len__", [](const PyWordCounts& w) { return w.wc.size(); })
         .def_property_readonly("total", [](const PyWordCounts& w) { return w.wc.total(); })
         .def("items", [](const PyWordCounts& w) {
@@ -437,6 +525,9 @@ str -> id. ValueError for invalid vocabularies (missing single bytes, duplicate 
     m.def(
         "bpe_train_merges",
         [](const PyWordCounts& w, size_t n_merges, uint64_t min_frequency) {
+            // ids are < 2**31, so no vocabulary has more merges; the cap also keeps 256 + n_merges
+            // from wrapping around in train_merges (n_merges = 2**64 - 1 used to give no merges)
+            n_merges = std::min<size_t>(n_merges, size_t(1) << 31);
             std::vector<bpe::Merge> merges;
             {
                 py::gil_scoped_release nogil;
@@ -457,14 +548,14 @@ str -> id. ValueError for invalid vocabularies (missing single bytes, duplicate 
                 py::gil_scoped_release nogil;
                 enc = std::make_unique<bpe::Encoder>(bpe::train(w.wc, vocab_size, sp, min_frequency));
             }
-            return std::make_unique<PyBPE>(std::move(*enc));
+            return std::unique_ptr<PyBPE>(::new PyBPE(std::move(*enc)));
         },
         py::arg("counts"), py::arg("vocab_size"), py::arg("special_tokens") = py::list(),
         py::arg("min_frequency") = 2, "Train a BPE of vocab_size ids (256 bytes + merges + specials).");
     m.def(
         "bpe_pretokenize",
         [](const py::object& text) {
-            Utf8Text t(text);
+            Utf8Text t(text, "text");
             std::vector<bpe::Piece> pieces;
             bpe::pretokenize(t.view(), pieces);
             py::list out;
@@ -476,7 +567,7 @@ str -> id. ValueError for invalid vocabularies (missing single bytes, duplicate 
     m.def(
         "bpe_piece_lengths",
         [](const py::object& text) {
-            Utf8Text t(text);
+            Utf8Text t(text, "text");
             const std::string_view v = t.view();
             std::vector<bpe::Piece> pieces;
             {
@@ -496,7 +587,7 @@ str -> id. ValueError for invalid vocabularies (missing single bytes, duplicate 
     m.def(
         "bpe_split_text",
         [](const py::object& text, size_t chunk_bytes) {
-            Utf8Text t(text);
+            Utf8Text t(text, "text");
             const std::string_view v = t.view();
             const auto cuts = bpe::safe_split_points(v, chunk_bytes);
             py::list out;

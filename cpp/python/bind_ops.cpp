@@ -240,6 +240,28 @@ py::object cross_entropy_backward(const py::object& logits_obj, const py::object
     return grad_obj;
 }
 
+// cross_entropy_fused(logits, targets, loss, lse, scale, ignore_index): forward + backward in place
+void cross_entropy_fused(const py::object& logits_obj, const py::object& targets_obj, const py::object& loss_obj,
+                         const py::object& lse_obj, double scale, int64_t ignore_index) {
+    CeArgs a = ce_common(logits_obj, targets_obj);
+    const std::string rdoc = "logits.shape[:-1] " + doc_of(a.row_shape);
+    py::array loss = checked_shaped(loss_obj, "loss", a.dt, a.logits, "logits", a.row_shape, rdoc);
+    py::array lse = checked_shaped(lse_obj, "lse", a.dt, a.logits, "logits", a.row_shape, rdoc);
+    check_writeable(a.logits, "logits");
+    check_writeable(loss, "loss");
+    check_writeable(lse, "lse");
+    check_disjoint({{"logits", &a.logits}, {"loss", &loss}, {"lse", &lse}}, {{"targets", &a.targets}});
+    with_dtype(a.dt, [&](auto tag) {
+        using T = decltype(tag);
+        T* z = mptr<T>(a.logits);
+        const int64_t* t = static_cast<const int64_t*>(a.targets.data());
+        T *lp = mptr<T>(loss), *sp = mptr<T>(lse);
+        const T s = static_cast<T>(scale);
+        py::gil_scoped_release nogil;
+        pygpt::cross_entropy_fused(z, t, lp, sp, s, a.rows, a.V, ignore_index);
+    });
+}
+
 // ------------------------------------------------------------------------------------------------ Adam / AdamW
 
 void adam_update(const py::object& p_obj, const py::object& g_obj, const py::object& m_obj, const py::object& v_obj,
@@ -352,6 +374,13 @@ both of shape logits.shape[:-1]. A target outside [0, V) other than ignore_index
 
 lse from cross_entropy_forward; row_scale (logits.shape[:-1]) or None; rows whose target is
 ignore_index get zeros. grad_logits may be logits itself (in place). Returns grad_logits.)doc");
+    m.def("cross_entropy_fused", &cross_entropy_fused, py::arg("logits"), py::arg("targets"), py::arg("loss"),
+          py::arg("lse"), py::arg("scale") = 1.0, py::arg("ignore_index") = -100,
+          R"doc(cross_entropy_forward and cross_entropy_backward(in place) in one pass per row.
+
+Writes loss and lse (logits.shape[:-1]) exactly as cross_entropy_forward, then overwrites logits with
+(softmax(logits) - onehot(targets)) * scale (zero rows where target == ignore_index). exp is evaluated
+once per element. logits must be writeable; loss and lse must overlap nothing.)doc");
     m.def("adam_update", &adam_update, py::arg("param"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
           py::kw_only(), py::arg("decay"), py::arg("l2"), py::arg("one_minus_beta1"), py::arg("beta2"),
           py::arg("one_minus_beta2"), py::arg("bias_correction2_sqrt"), py::arg("eps"), py::arg("step_size"),

@@ -5,6 +5,11 @@
 #include "checks.h"
 
 namespace pygpt_py {
+
+// bind_cuda.cpp: the pygpt._C.cuda submodule (a no-op without CUDA) and its part of build_info.
+void bind_cuda(py::module_& m);
+py::dict cuda_build_info();
+
 namespace {
 
 py::dict build_info() {
@@ -17,6 +22,7 @@ py::dict build_info() {
     d["openmp"] = info.openmp;
     d["max_threads"] = info.max_threads;
     d["cuda"] = info.cuda;
+    for (auto item : cuda_build_info()) d[item.first] = item.second;  // cuda_kernels, cuda_architectures, cuda_runtime
     return d;
 }
 
@@ -29,7 +35,8 @@ PYBIND11_MODULE(_C, m) {
     m.attr("__version__") = PYGPT_VERSION_STRING;
 
     m.def("build_info", &build_info,
-          "How the extension was built: version, compiler, build_type, simd, openmp, max_threads, cuda.");
+          "How the extension was built: version, compiler, build_type, simd, openmp, max_threads, cuda,\n"
+          "cuda_kernels (names in pygpt._C.cuda), cuda_architectures (e.g. [80, 90]), cuda_runtime (e.g. 13000).");
     m.def("num_threads", &pygpt::num_threads, "Threads the CPU kernels use (1 without OpenMP).");
     m.def("set_num_threads", &pygpt::set_num_threads, py::arg("n"),
           "Set the kernels' thread count (1 <= n <= 1024), process-wide.");
@@ -38,4 +45,5 @@ PYBIND11_MODULE(_C, m) {
     bind_ops(m);
     bind_bpe(m);
     bind_attention(m);
+    bind_cuda(m);
 }

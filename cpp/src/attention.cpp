@@ -56,9 +56,6 @@
 #include "parallel_for.h"
 #include "simd_math.h"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace pygpt {
 namespace {
@@ -792,13 +789,8 @@ void run_tasks(int64_t n, int64_t ws_elems, double flops, F&& fn) {
         for (int64_t t = 0; t < n; ++t) fn(t, ws.get());
         return;
     }
-    detail::note_parallel_region();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t t = 0; t < n; ++t) fn(t, ws.get() + slot * omp_get_thread_num());
-#else
-    for (int64_t t = 0; t < n; ++t) fn(t, ws.get());
-#endif
+    T* base = ws.get();
+    detail::parallel_tasks(n, threads, [&](int64_t t, int worker) { fn(t, base + slot * worker); });
 }
 
 // ------------------------------------------------------------------ argument checks

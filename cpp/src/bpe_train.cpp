@@ -334,8 +334,17 @@ std::vector<Merge> train_merges(const WordCounts& counts, size_t n_merges, uint6
     std::vector<uint64_t> wbegin;
     std::vector<uint32_t> wlen;
     std::vector<uint64_t> freq;
+    // Every pair count, and every change of one in a merge, is at most the sum of count * (length - 1)
+    // over the words. Pair counts are int64_t: refuse counts that could overflow them (signed
+    // overflow is undefined behaviour; only WordCounts::add can make counts this large).
+    uint64_t mass = 0;
     for (const auto& s : wm.slots) {
         if (s.len < 2 || s.count == 0) continue;
+        uint64_t m = 0;
+        if (__builtin_mul_overflow(s.count, uint64_t(s.len - 1), &m) || __builtin_add_overflow(mass, m, &mass) ||
+            mass > (uint64_t(1) << 62))
+            throw std::invalid_argument("word counts too large to train on: the sum of count * (length - 1) "
+                                        "over the words exceeds 2^62");
         wbegin.push_back(syms.size());
         wlen.push_back(s.len);
         freq.push_back(s.count);

@@ -73,6 +73,50 @@ PYGPT_ALWAYS_INLINE double row_sum_exp(const T* z, int64_t V, T m) {
     return total;
 }
 
+/// The same sum, block by block in the same order (identical bits), storing exp(z[j] − m) into z.
+template <class T>
+PYGPT_ALWAYS_INLINE double row_sum_exp_store(T* z, int64_t V, T m) {
+    constexpr int W = Lanes<T>::W;
+    double total = 0.0;
+    for (int64_t b0 = 0; b0 < V; b0 += kBlock) {
+        const int64_t n = std::min(kBlock, V - b0);
+        T* zb = z + b0;
+        for (int64_t k = 0; k < n; ++k) zb[k] = detail::exp_nonpositive(T(zb[k] - m));
+        T acc[W] = {};
+        int64_t k = 0;
+        for (; k + W <= n; k += W)
+            for (int j = 0; j < W; ++j) acc[j] += zb[k + j];
+        for (int j = 0; k + j < n; ++j) acc[j] += zb[k + j];
+        total += double(lane_sum(acc));
+    }
+    return total;
+}
+
+/// Forward and backward of rows [r0, r1) in place: the row is read from memory once (max), then
+/// stays in L2 while exp(z − m) is stored over it and summed, and scaled into the gradient.
+template <class T>
+PYGPT_ALWAYS_INLINE void fused_rows(T* logits, const int64_t* targets, T* loss, T* lse, T scale, int64_t r0,
+                                    int64_t r1, int64_t V, int64_t ignore_index) {
+    for (int64_t r = r0; r < r1; ++r) {
+        T* z = logits + r * V;
+        const int64_t t = targets[r];
+        const T m = row_max(z, V);
+        const T zt = t == ignore_index ? T(0) : z[t];  // read before the row is overwritten
+        const double sum = row_sum_exp_store(z, V, m);
+        const T l = T(std::log(sum)) + m;  // as forward_rows: the same lse and loss bits
+        lse[r] = l;
+        if (t == ignore_index) {
+            loss[r] = T(0);
+            std::fill(z, z + V, T(0));
+            continue;
+        }
+        loss[r] = l - zt;
+        const T c = T(double(scale) / sum);  // softmax_j · scale = exp(z_j − m) · (scale / Σ)
+        for (int64_t j = 0; j < V; ++j) z[j] = z[j] * c;
+        z[t] = (detail::exp_nonpositive(T(zt - l)) - T(1)) * scale;  // the backward kernel's formula
+    }
+}
+
 template <class T>
 PYGPT_ALWAYS_INLINE void forward_rows(const T* logits, const int64_t* targets, T* loss, T* lse, int64_t r0,
                                       int64_t r1, int64_t V, int64_t ignore_index) {
@@ -130,6 +174,11 @@ PYGPT_ALWAYS_INLINE void backward_rows(const T* logits, const int64_t* targets, 
     ATTR void backward_##ISA(const T* z, const int64_t* t, const T* lse, const T* rs, T scale, T* d,         \
                              int64_t r0, int64_t r1, int64_t V, int64_t ig) {                              \
         backward_rows(z, t, lse, rs, scale, d, r0, r1, V, ig);                                             \
+    }                                                                                                      \
+    template <class T>                                                                                     \
+    ATTR void fused_##ISA(T* z, const int64_t* t, T* loss, T* lse, T scale, int64_t r0, int64_t r1,          \
+                          int64_t V, int64_t ig) {                                                         \
+        fused_rows(z, t, loss, lse, scale, r0, r1, V, ig);                                                 \
     }
 
 PYGPT_CE_LOOPS(baseline, )
@@ -196,7 +245,34 @@ void backward_impl(const T* z, const int64_t* t, const T* lse, const T* rs, T sc
     });
 }
 
+template <class T>
+void fused_impl(T* z, const int64_t* t, T* loss, T* lse, T scale, int64_t rows, int64_t V, int64_t ig) {
+    const char* fn = "cross_entropy_fused";
+    check_ptr(fn, "logits", z, rows);
+    check_ptr(fn, "loss", loss, rows);
+    check_ptr(fn, "lse", lse, rows);
+    check_common(fn, rows, V, t, ig);
+    const detail::Isa isa = detail::active_isa();
+    detail::parallel_chunks(rows, grain_rows(V), [&](int64_t r0, int64_t r1) {
+#if PYGPT_HAVE_X86_VARIANTS
+        if (isa == detail::Isa::Avx512) return fused_avx512(z, t, loss, lse, scale, r0, r1, V, ig);
+        if (isa == detail::Isa::Avx2) return fused_avx2(z, t, loss, lse, scale, r0, r1, V, ig);
+#endif
+        (void)isa;
+        fused_baseline(z, t, loss, lse, scale, r0, r1, V, ig);
+    });
+}
+
 }  // namespace
+
+void cross_entropy_fused(float* logits, const int64_t* targets, float* loss, float* lse, float scale, int64_t rows,
+                         int64_t V, int64_t ignore_index) {
+    fused_impl(logits, targets, loss, lse, scale, rows, V, ignore_index);
+}
+void cross_entropy_fused(double* logits, const int64_t* targets, double* loss, double* lse, double scale,
+                         int64_t rows, int64_t V, int64_t ignore_index) {
+    fused_impl(logits, targets, loss, lse, scale, rows, V, ignore_index);
+}
 
 void cross_entropy_forward(const float* logits, const int64_t* targets, float* loss, float* lse, int64_t rows,
                            int64_t V, int64_t ignore_index) {

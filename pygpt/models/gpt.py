@@ -214,8 +214,13 @@ class GPT(Module):
         """Tied output layer: (B, T, C) @ wteᵀ -> (B, T, V)."""
         return F.matmul(hidden, self.wte.weight.T)
 
-    def forward(self, ids, targets=None, cache: KVCache | None = None):
+    def forward(self, ids, targets=None, cache: KVCache | None = None, return_logits: bool = True):
+        """(logits (B, T, V), mean LM loss or None). With targets and return_logits=False the logits
+        are never materialised (fused classifier + cross-entropy, F.linear_cross_entropy) and
+        (None, loss) is returned: what a training step needs, without the (B·T, V) array."""
         h = self.hidden_states(ids, cache)
+        if targets is not None and not return_logits:
+            return None, F.linear_cross_entropy(h, self.wte.weight, targets)
         logits = self.logits(h)
         loss = None
         if targets is not None:

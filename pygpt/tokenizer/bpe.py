@@ -435,6 +435,8 @@ class BPETokenizer:
                 raise ValueError(f"{source}:{lineno}: expected 'base64 rank', got {line[:80]!r}")
             b64, rank_text = fields
             try:
+                if len(b64) % 4:  # b64decode ignores '=' after a full quantum ("QUJD=="); the C++ parser does not
+                    raise ValueError("length not a multiple of 4")
                 tok = base64.b64decode(b64, validate=True)
             except (binascii.Error, ValueError):
                 raise ValueError(f"{source}:{lineno}: invalid base64 {b64[:80]!r}") from None
@@ -491,7 +493,7 @@ class BPETokenizer:
 
         try:
             encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:  # deep nesting: RecursionError
             raise ValueError(f"{enc_path}: invalid JSON: {e}") from None
         if not isinstance(encoder, dict):
             raise ValueError(f"{enc_path}: expected a JSON object token -> id")
@@ -597,14 +599,14 @@ class BPETokenizer:
         src = str(path)
         try:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # deep nesting: RecursionError
             raise ValueError(f"{src}: not a pygpt tokenizer file: {e}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise ValueError(f"{src}: not a pygpt tokenizer file (format != {FORMAT_NAME!r})")
         if doc.get("version") != FORMAT_VERSION:
             raise ValueError(f"{src}: unsupported version {doc.get('version')!r}")
         pattern = doc.get("pattern")
-        if pattern not in PATTERNS:
+        if not isinstance(pattern, str) or pattern not in PATTERNS:
             raise ValueError(f"{src}: unknown pattern {pattern!r}")
         entries = doc.get("ranks")
         if not isinstance(entries, list):

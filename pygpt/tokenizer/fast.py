@@ -314,7 +314,7 @@ class Tokenizer:
         src = str(path)
         try:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # deep nesting: RecursionError
             raise ValueError(f"{src}: not a tokenizer.json file: {e}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
             raise ValueError(f"{src}: not a tokenizer.json file (no 'model' object)")
@@ -328,12 +328,14 @@ class Tokenizer:
         for key in ("continuing_subword_prefix", "end_of_word_suffix"):
             if model.get(key) not in (None, ""):
                 raise ValueError(f"{src}: BPE {key}={model.get(key)!r} is not supported (byte-level BPE only)")
-        if doc.get("normalizer") is not None:
-            raise ValueError(f"{src}: a normalizer ({doc['normalizer'].get('type')!r}) is not supported")
+        norm = doc.get("normalizer")
+        if norm is not None:
+            kind = norm.get("type") if isinstance(norm, dict) else norm
+            raise ValueError(f"{src}: a normalizer ({kind!r}) is not supported")
         pre = doc.get("pre_tokenizer")
         if isinstance(pre, dict) and pre.get("type") == "Sequence":
-            members = pre.get("pretokenizers") or []
-            pre = members[0] if len(members) == 1 else pre
+            members = pre.get("pretokenizers")
+            pre = members[0] if isinstance(members, list) and len(members) == 1 else pre
         if not isinstance(pre, dict) or pre.get("type") != "ByteLevel":
             kind = pre.get("type") if isinstance(pre, dict) else pre
             raise ValueError(f"{src}: the pre-tokenizer must be ByteLevel (GPT-2 byte-level BPE), got {kind!r}")
@@ -345,7 +347,10 @@ class Tokenizer:
         if not isinstance(vocab, dict) or not isinstance(merges, list):
             raise ValueError(f"{src}: model.vocab must be an object and model.merges a list")
         specials: dict[str, int] = {}
-        for entry in doc.get("added_tokens") or []:
+        added = doc.get("added_tokens") or []
+        if not isinstance(added, list):
+            raise ValueError(f"{src}: added_tokens must be a list, got {type(added).__name__}")
+        for entry in added:
             if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
                 raise ValueError(f"{src}: bad added_tokens entry {entry!r}")
             if entry.get("special", False):

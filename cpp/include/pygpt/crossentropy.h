@@ -28,4 +28,15 @@ void cross_entropy_backward(const float* logits, const int64_t* targets, const f
 void cross_entropy_backward(const double* logits, const int64_t* targets, const double* lse, const double* row_scale,
                             double scale, double* dlogits, int64_t rows, int64_t V, int64_t ignore_index);
 
+/// Forward and backward at once, in place (a training step's loss that nobody reads the logits of):
+/// loss and lse as cross_entropy_forward (the same bits), and logits overwritten with
+///     dz[r,j] = softmax(z[r])_j · scale − [j == t[r]] · scale      (0 rows where t[r] == ignore_index).
+/// Each row is read from memory once and exp evaluated once per element (stored, summed, then scaled),
+/// half the exponentials of forward + backward; the gradient agrees with cross_entropy_backward's to
+/// rounding (the target entry uses its formula exactly).
+void cross_entropy_fused(float* logits, const int64_t* targets, float* loss, float* lse, float scale, int64_t rows,
+                         int64_t V, int64_t ignore_index);
+void cross_entropy_fused(double* logits, const int64_t* targets, double* loss, double* lse, double scale,
+                         int64_t rows, int64_t V, int64_t ignore_index);
+
 }  // namespace pygpt
