@@ -12,6 +12,7 @@ better for pygpt) is the median over rounds of the per-round ratio, with its min
     small        4 × 256, 4 heads, ctx 128, vocab 2048,  batch 16   (the main job: `pygpt train`)
     small-50k    4 × 256, 4 heads, ctx 256, vocab 50257, batch 8    (the kernels issue's target)
     gpt2         12 × 768, 12 heads, ctx 1024, vocab 50257, batch 1 (GPT-2 124M, the issue's 1 × 1024)
+    gpt2-256     the same at ctx 256, batch 1                            (the GPT issue's 1 × 256 row)
 
     python benchmarks/bench_train.py [--configs tiny,small,small-50k,gpt2] [--steps 3] [--rounds 3] [--unfused]
 
@@ -42,6 +43,7 @@ CONFIGS = {
     "small": dict(n_layer=4, d_model=256, n_head=4, n_ctx=128, vocab_size=2048, batch=16),
     "small-50k": dict(n_layer=4, d_model=256, n_head=4, n_ctx=256, vocab_size=50257, batch=8),
     "gpt2": dict(n_layer=12, d_model=768, n_head=12, n_ctx=1024, vocab_size=50257, batch=1),
+    "gpt2-256": dict(n_layer=12, d_model=768, n_head=12, n_ctx=256, vocab_size=50257, batch=1),
 }
 ENV_KEYS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX",
             "THP_MEM_ALLOC_ENABLE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYGPT_NO_NATIVE")
