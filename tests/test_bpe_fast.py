@@ -307,6 +307,11 @@ def _random_letters(n: int, seed: int = 0, alphabet: str = "abcdefghijklmnopqrst
     ("random digits", _random_letters(300_000, 1, "0123456789")),
     ("emoji", "😀" * 250_000),
     ("random letters", _random_letters(1_000_000)),
+    # small alphabets: many merges of one rank side by side (the monotone path gathers a merged
+    # part's right pair one merge late, after the next merge may have absorbed its neighbour)
+    ("random ab", _random_letters(200_000, 3, "ab")),
+    ("random 01", _random_letters(200_000, 4, "01")),
+    ("random punctuation", _random_letters(200_000, 5, "_-=.")),
     ("spaces", " " * 100_000),
     ("newlines", "\n" * 100_000),
     ("CJK", _random_letters(100_000, 2, "".join(map(chr, range(0x4E00, 0x4F00))))),

@@ -200,12 +200,34 @@ struct LongScratch {
     std::vector<Bucket> pool;
     std::vector<uint32_t> free_buckets;
     RankBitmap bitmap;
-    std::vector<uint32_t> merged;                       // merge_long_monotone: positions merged at one rank
-    std::vector<std::pair<uint64_t, uint32_t>> cand;   // ... and the pairs to look up around them
+    std::vector<std::pair<uint64_t, uint32_t>> cand;   // merge_long_monotone: (pair key, position) of the
+                                                       // pairs made by one rank's merges, to look up
+    std::vector<uint32_t> pair_count;                  // merge_long_monotone: 256 x 256 byte-pair counts (kept zero)
+    std::vector<uint32_t*> pair_dst;                   // ... and each byte pair's write cursor in its bucket
 
     void prepare(size_t n_vocab) {
         if (bucket_of.size() < n_vocab) bucket_of.resize(n_vocab, kNone);
         bitmap.resize(n_vocab);
+        if (pair_count.empty()) {
+            pair_count.assign(256 * 256, 0);
+            pair_dst.assign(256 * 256, nullptr);
+        }
+    }
+    // The bucket of rank r, made (empty) if r has none.
+    uint32_t bucket_for(Rank r) {
+        uint32_t b = bucket_of[r];
+        if (b == kNone) {
+            if (free_buckets.empty()) {
+                b = uint32_t(pool.size());
+                pool.emplace_back();
+            } else {
+                b = free_buckets.back();
+                free_buckets.pop_back();
+            }
+            bucket_of[r] = b;
+            bitmap.set(r);
+        }
+        return b;
     }
     // After a piece of more than 4 Mi bytes, give the per-position memory back (this scratch lives
     // as long as its thread).
@@ -217,24 +239,11 @@ struct LongScratch {
         std::vector<uint32_t>().swap(prv);
         std::vector<Bucket>().swap(pool);
         std::vector<uint32_t>().swap(free_buckets);
-        std::vector<uint32_t>().swap(merged);
         std::vector<std::pair<uint64_t, uint32_t>>().swap(cand);
     }
     void push(Rank r, uint32_t pos) {
         if (r == kNone) return;
-        uint32_t b = bucket_of[r];
-        if (b == kNone) {
-            if (free_buckets.empty()) {
-                b = uint32_t(pool.size());
-                pool.emplace_back();
-            } else {
-                b = free_buckets.back();
-                free_buckets.pop_back();
-            }
-            bucket_of[r] = b;
-            bitmap.set(r);
-        }
-        Bucket& B = pool[b];
+        Bucket& B = pool[bucket_for(r)];
         if (B.active) {
             B.late.push_back(pos);
             std::push_heap(B.late.begin(), B.late.end(), std::greater<uint32_t>());
@@ -246,19 +255,7 @@ struct LongScratch {
     // Monotone path: r's bucket is never the one being drained.
     void push_above(Rank r, uint32_t pos) {
         if (r == kNone) return;
-        uint32_t b = bucket_of[r];
-        if (b == kNone) {
-            if (free_buckets.empty()) {
-                b = uint32_t(pool.size());
-                pool.emplace_back();
-            } else {
-                b = free_buckets.back();
-                free_buckets.pop_back();
-            }
-            bucket_of[r] = b;
-            bitmap.set(r);
-        }
-        Bucket& B = pool[b];
+        Bucket& B = pool[bucket_for(r)];
         if (!B.items.empty() && B.items.back() > pos) B.sorted = false;
         B.items.push_back(pos);
     }
@@ -633,7 +630,32 @@ struct Encoder::Impl {
         S.tok.resize(n);
         Rank* tok = S.tok.data();
         for (size_t i = 0; i < n; ++i) tok[i] = byte_rank[p[i]];
-        for (size_t i = 0; i + 1 < n; ++i) S.push_above(byte_pairs[size_t(p[i]) * 256 + p[i + 1]], uint32_t(i));
+        // Initial byte pairs by counting sort on the pair's two bytes: count per byte pair, size
+        // each rank's bucket once, then write the positions in ascending order (no push_back).
+        uint32_t* count = S.pair_count.data();  // 256 x 256, all zero between calls
+        for (size_t i = 0; i + 1 < n; ++i) ++count[size_t(p[i]) * 256 + p[i + 1]];
+        uint32_t** dst = S.pair_dst.data();  // byte pair -> next free slot in its rank's bucket
+        try {
+            for (size_t code = 0; code < 256 * 256; ++code) {
+                if (count[code] == 0) continue;
+                const Rank r = byte_pairs[code];
+                if (r != kNone) {
+                    std::vector<uint32_t>& items = S.pool[S.bucket_for(r)].items;
+                    items.resize(count[code]);  // a byte pair is the canonical pair of one rank only
+                    dst[code] = items.data();
+                } else {
+                    dst[code] = nullptr;
+                }
+                count[code] = 0;
+            }
+        } catch (...) {
+            std::fill(S.pair_count.begin(), S.pair_count.end(), 0u);
+            throw;
+        }
+        for (size_t i = 0; i + 1 < n; ++i) {
+            uint32_t*& d = dst[size_t(p[i]) * 256 + p[i + 1]];
+            if (d) *d++ = uint32_t(i);
+        }
         const uint32_t N = uint32_t(n);
         for (Rank r = S.bitmap.first(); r != kNone; r = S.bitmap.first()) {
             const Rank A = pair_left[r], B = pair_right[r];
@@ -644,11 +666,25 @@ struct Encoder::Impl {
             // Bucket objects, not their item buffers): iterate through a raw pointer.
             const uint32_t* items = bucket.items.data();
             const size_t n_items = bucket.items.size();
-            // 1. merge every valid occurrence, left to right (rank-r merges create no rank-r pair)
-            S.merged.clear();
+            // Merge every valid occurrence, left to right (rank-r merges create no rank-r pair), and
+            // gather the new pairs around each merged part in the final state (ranks > r, so no
+            // merge of this rank could have used them) while its bytes are still in cache. A
+            // part's left pair is final when it is merged (later merges lie to its right); its
+            // right pair once the next merge is done (which may absorb the right neighbour), so
+            // it is gathered one merge late. A left pair whose left part was merged too is that
+            // part's right pair. Gathered in ascending position order, so the buckets they go to
+            // stay sorted; looked up afterwards with prefetching.
+            const uint32_t lenR = len[r];
+            const uint64_t sigR = right_sig[r];
+            auto gather_right = [&](uint32_t at) {
+                const uint32_t c = at + lenR;
+                if (c < N && ((sigR >> sig(tok[c])) & 1)) S.cand.push_back({(uint64_t(r) << 32) | tok[c], at});
+            };
+            S.cand.clear();
+            uint32_t prev = kNone;  // the last merged position whose right pair is not gathered yet
             for (size_t k = 0; k < n_items; ++k) {
                 const uint32_t at = items[k];
-                if (k + 8 < n_items) __builtin_prefetch(tok + items[k + 8]);  // positions are scattered
+                if (k + 32 < n_items) __builtin_prefetch(tok + items[k + 32]);  // positions are scattered
                 if (tok[at] != A) continue;
                 const uint32_t q = at + lenA;
                 if (q >= N || tok[q] != B) continue;
@@ -656,22 +692,16 @@ struct Encoder::Impl {
                 tok[at] = r;
                 tok[q] = kDead;
                 tok[last] = kDead | (last - at);
-                S.merged.push_back(at);
-            }
-            // 2. the new pairs around each merged part, in the final state (ranks > r, so no merge
-            //    of this rank could have used them); a left pair whose left part was merged too is
-            //    that part's right pair. Keys are gathered first, then looked up with prefetching.
-            S.cand.clear();
-            for (uint32_t at : S.merged) {
-                const uint32_t c = at + len[r];
-                if (c < N && ((right_sig[r] >> sig(tok[c])) & 1)) S.cand.push_back({(uint64_t(r) << 32) | tok[c], at});
+                if (prev != kNone) gather_right(prev);
                 if (at > 0) {
                     const uint32_t x = tok[at - 1];
                     const uint32_t w = (x & kDead) ? at - 1 - (x & ~kDead) : at - 1;
                     const Rank tw = tok[w];
                     if (tw != r && ((right_sig[tw] >> sig(r)) & 1)) S.cand.push_back({(uint64_t(tw) << 32) | r, w});
                 }
+                prev = at;
             }
+            if (prev != kNone) gather_right(prev);
             const size_t n_cand = S.cand.size();
             for (size_t k = 0; k < n_cand; ++k) {
                 if (k + 8 < n_cand) prefetch_pair(S.cand[k + 8].first);
