@@ -59,6 +59,7 @@ CASES = {
     "dropout": (lambda a: F.dropout(a, 0.3, __import__("pygpt").random.Generator(5)), [_r(4, 50)]),
     "where": (lambda a, b: F.where(MASK, a, b), [_r(3, 5), _r(5)]),
     "cross_entropy": (lambda z: F.cross_entropy(z, TGT), [_r(4, 5) * 10]),
+    "linear_cross_entropy": (lambda x, w: F.linear_cross_entropy(x, w, TGT), [_r(4, 3) * 3, _r(5, 3)]),
     "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False, key_mask=KEY_MASK,
                                                                   dropout_p=0.2,
                                                                   generator=__import__("pygpt").random.Generator(3)),
