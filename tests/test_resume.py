@@ -48,12 +48,15 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, corpus):
     assert not (killed / "model.safetensors").exists()
     last = load_checkpoint(latest_checkpoint(killed))
     assert 12 <= last["step"] < STEPS
-    assert len(list_checkpoints(killed)) <= 2
+    # --keep-checkpoints 2, plus one when the kill lands between writing the new file and pruning the
+    # oldest (the write comes first, so nothing is lost; CI once hit that window)
+    assert len(list_checkpoints(killed)) <= 3
 
     done = subprocess.run([sys.executable, "-m", "pygpt.cli", "train", "--resume", str(killed)], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"after {last['step']} updates" in done.stdout
+    assert len(list_checkpoints(killed)) <= 2  # the resumed run prunes back to 2
 
     a, _ = load_file(straight / "model.safetensors")
     b, _ = load_file(killed / "model.safetensors")
