@@ -215,33 +215,30 @@ def _training_state_config(cfg: TrainConfig) -> dict:
     return d
 
 
-def pretrain(cfg: TrainConfig):
-    log = (lambda *a, **k: None) if cfg.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+def restore_state(cfg: TrainConfig, log) -> dict | None:
+    """The newest checkpoint's state when cfg.resume is set (None otherwise); it must have been
+    written with the same training settings."""
+    if not cfg.resume:
+        return None
     out = Path(cfg.out_dir)
-    state = None
-    if cfg.resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is None:
-            raise FileNotFoundError(f"resume: no checkpoint in {out / 'checkpoints'}; is it a `pygpt train` output directory?")
-        state = load_checkpoint(ckpt)
-        if state["train_config"] != _training_state_config(cfg):
-            raise ValueError(f"resume: {ckpt} was written with different settings: {state['train_config']}")
-        log(f"resume  {ckpt} (after {state['step']} updates)")
-    tok, train_tokens, valid_tokens = prepare_data(cfg, log)
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        raise FileNotFoundError(f"resume: no checkpoint in {out / 'checkpoints'}; is it a `pygpt train` output directory?")
+    state = load_checkpoint(ckpt)
+    if state["train_config"] != _training_state_config(cfg):
+        raise ValueError(f"resume: {ckpt} was written with different settings: {state['train_config']}")
+    log(f"resume  {ckpt} (after {state['step']} updates)")
+    return state
 
-    if state is not None:
-        mcfg = GPTConfig(**state["model_config"])
-    else:
-        overrides = {"vocab_size": tok.n_vocab}
-        if cfg.context is not None:
-            overrides["n_ctx"] = cfg.context
-        mcfg = preset(cfg.preset, **overrides)
-    context = mcfg.n_ctx
-    model = GPT(mcfg, seed=cfg.seed).to(device=cfg.device)
-    log(f"model  {cfg.preset}: {mcfg.n_layer} layers × {mcfg.d_model} wide, {mcfg.n_head} heads, ctx {context}, "
-        f"vocab {mcfg.vocab_size}, {model.num_parameters() / 1e6:.2f}M parameters, ln={mcfg.ln}, "
-        f"device {cfg.device}")
 
+def fit(cfg: TrainConfig, model, train_tokens, valid_tokens, state: dict | None, log) -> dict:
+    """The pre-training loop for any language model ``model(x, y) -> (logits, loss)`` with a
+    ``generator`` (dropout RNG) and a ``config`` (``to_dict()``): AdamW with warmup + cosine,
+    gradient clipping, periodic evaluation, metrics.jsonl, atomic checkpoints and exact resume
+    from ``state`` (a `load_checkpoint` result). Returns {steps, first_step (where this call
+    started), final_loss, val_history, seconds}."""
+    out = Path(cfg.out_dir)
+    context = model.config.n_ctx
     opt = optim.AdamW(optim.param_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr,
                       betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     schedule = optim.warmup_cosine(cfg.lr, cfg.warmup, cfg.steps, min_lr=cfg.min_lr)
@@ -273,10 +270,9 @@ def pretrain(cfg: TrainConfig):
         step = 0
         metrics = open(metrics_path, "w")
         val0 = evaluate(model, valid_tokens.tokens, cfg.batch_size, context, cfg.eval_batches)
-        log(f"eval  step 0 | val loss {val0:.4f} (uniform would be {math.log(mcfg.vocab_size):.4f})")
+        log(f"eval  step 0 | val loss {val0:.4f} (uniform would be {math.log(model.config.vocab_size):.4f})")
         metrics.write(json.dumps({"step": 0, "val_loss": val0}) + "\n")
         history = [(0, val0)]
-
     t_start = time.time()
     window_t, window_tokens = t_start, 0
     first_step = step
@@ -326,6 +322,32 @@ def pretrain(cfg: TrainConfig):
     finally:
         metrics.close()
 
+    return {"steps": step, "first_step": first_step, "final_loss": loss_val, "val_history": history,
+            "seconds": time.time() - t_start}
+
+
+def pretrain(cfg: TrainConfig):
+    log = (lambda *a, **k: None) if cfg.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    out = Path(cfg.out_dir)
+    state = restore_state(cfg, log)
+    tok, train_tokens, valid_tokens = prepare_data(cfg, log)
+
+    if state is not None:
+        mcfg = GPTConfig(**state["model_config"])
+    else:
+        overrides = {"vocab_size": tok.n_vocab}
+        if cfg.context is not None:
+            overrides["n_ctx"] = cfg.context
+        mcfg = preset(cfg.preset, **overrides)
+    context = mcfg.n_ctx
+    model = GPT(mcfg, seed=cfg.seed).to(device=cfg.device)
+    log(f"model  {cfg.preset}: {mcfg.n_layer} layers × {mcfg.d_model} wide, {mcfg.n_head} heads, ctx {context}, "
+        f"vocab {mcfg.vocab_size}, {model.num_parameters() / 1e6:.2f}M parameters, ln={mcfg.ln}, "
+        f"device {cfg.device}")
+    result = fit(cfg, model, train_tokens, valid_tokens, state, log)
+    step, loss_val, history = result["steps"], result["final_loss"], result["val_history"]
+    metrics_path = out / "metrics.jsonl"
+
     save_run(out, model, tok, cfg)
     log(f"saved  {out / 'model.safetensors'}")
     log(plot_losses(metrics_path, out / "loss.png"))
@@ -339,6 +361,6 @@ def pretrain(cfg: TrainConfig):
     atomic_write(out / "samples.txt", ["\n\n-----\n\n".join(samples).encode()])
     log("sample  (temperature 0.8, top-k 40):\n" + samples[0])
     return {"steps": step, "final_loss": loss_val, "val_history": history, "out_dir": str(out),
-            "train_seconds": time.time() - t_start}
+            "train_seconds": result["seconds"]}
 
 

@@ -336,6 +336,41 @@ def test_save_load_and_predict_round_trip(runs, tmp_path):
     assert all(abs(sum(row["probabilities"]) - 1) < 1e-5 for row in rows)
 
 
+def test_lstm_pretraining_resumes_exactly(runs, tmp_path):
+    """A run cut after its first checkpoint and resumed ends with the same weights, bit for bit,
+    as one that ran straight through (dropout on, so the RNG state must travel too)."""
+    from pygpt.safetensors import load_file
+
+    def run(name, **kw):
+        d = tmp_path / name
+        d.mkdir(exist_ok=True)
+        for f in ("tokenizer.json", "train.bin", "train.bin.json", "valid.bin", "valid.bin.json", "data.json"):
+            (d / f).write_bytes((runs / "gpt" / f).read_bytes())
+        cfg = TrainConfig(out_dir=str(d), steps=6, batch_size=4, context=24, lr=3e-3, warmup=2, vocab_size=300,
+                          corpus=str(runs / "corpus.txt"), eval_interval=3, checkpoint_interval=3, eval_batches=1,
+                          log_interval=1, quiet=True, **kw)
+        return pretrain_lstm(cfg, n_layer=2, d_model=16, dropout=0.2), d
+
+    straight, d1 = run("straight")
+    _, d2 = run("cut")
+    (d2 / "checkpoints" / "ckpt-00000006.safetensors").unlink()  # as if killed after the step-3 checkpoint
+    (d2 / "model.safetensors").unlink()
+    resumed, _ = run("cut", resume=True)
+    a, _ = load_file(d1 / "model.safetensors")
+    b, _ = load_file(d2 / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert straight["resumed_from"] == 0 and resumed["resumed_from"] == 3  # it did continue, not restart
+    assert resumed["final_loss"] == straight["final_loss"]
+    assert resumed["val_history"] == straight["val_history"]
+    with pytest.raises(ValueError, match="LSTM"):
+        pretrain_lstm(TrainConfig(out_dir=str(d2), steps=6, batch_size=4, context=24, lr=3e-3, warmup=2,
+                                  vocab_size=300, corpus=str(runs / "corpus.txt"), eval_interval=3,
+                                  checkpoint_interval=3, eval_batches=1, log_interval=1, quiet=True, resume=True),
+                      n_layer=1, d_model=16, dropout=0.2)
+
+
 def test_from_scratch_keeps_config_but_not_weights(runs):
     pre, _, _ = load_base(runs / "gpt")
     fresh, _, _ = load_base(runs / "gpt", seed=5, from_scratch=True)

@@ -86,7 +86,7 @@ def _stamp_ok(run: Path, stamp: dict) -> bool:
     return (run / "model.safetensors").exists() and f.exists() and json.loads(f.read_text()) == stamp
 
 
-def prepare_bases(out: Path, p: dict, quiet: bool) -> dict:
+def prepare_bases(out: Path, p: dict, quiet: bool, device: str = "cpu") -> dict:
     """Pre-train (or reuse) the GPT and LSTM bases on the train-split plays."""
     plays = load_shakespeare()
     train_plays = split_plays_stratified(plays, seed=0)["train"]
@@ -103,8 +103,9 @@ def prepare_bases(out: Path, p: dict, quiet: bool) -> dict:
                        lr=p["pretrain_lr"], warmup=max(1, p["pretrain_steps"] // 20), vocab_size=p["vocab_size"],
                        corpus=str(corpus), out_dir=str(gpt_dir), eval_interval=max(1, p["pretrain_steps"] // 4),
                        eval_batches=8, log_interval=max(1, p["pretrain_steps"] // 10), sample_tokens=20, quiet=quiet,
-                       checkpoint_interval=max(1, p["pretrain_steps"] // 20))
-    stamp = {"train": asdict(tcfg) | {"quiet": None}}
+                       checkpoint_interval=max(1, p["pretrain_steps"] // 20), device=device)
+    # the device is not part of the stamp: a base pre-trained on a GPU serves a CPU run and back
+    stamp = {"train": asdict(tcfg) | {"quiet": None, "device": None}}
     t0 = time.time()
     if _stamp_ok(gpt_dir, stamp):
         log(f"base-gpt  reusing {gpt_dir}")
@@ -122,8 +123,9 @@ def prepare_bases(out: Path, p: dict, quiet: bool) -> dict:
     lstm_dir = out / "base-lstm"
     lcfg = TrainConfig(**{**asdict(tcfg), "out_dir": str(lstm_dir), "steps": p["lstm_steps"], "lr": p["lstm_lr"],
                           "warmup": max(1, p["lstm_steps"] // 20), "eval_interval": max(1, p["lstm_steps"] // 4),
-                          "log_interval": max(1, p["lstm_steps"] // 10)})
-    lstamp = {"train": asdict(lcfg) | {"quiet": None}, "lstm": p["lstm"]}
+                          "log_interval": max(1, p["lstm_steps"] // 10),
+                          "checkpoint_interval": max(1, p["lstm_steps"] // 20)})
+    lstamp = {"train": asdict(lcfg) | {"quiet": None, "device": None}, "lstm": p["lstm"]}
     t0 = time.time()
     if _stamp_ok(lstm_dir, lstamp):
         log(f"base-lstm  reusing {lstm_dir}")
@@ -131,7 +133,9 @@ def prepare_bases(out: Path, p: dict, quiet: bool) -> dict:
         lstm_dir.mkdir(parents=True, exist_ok=True)
         for name in ("tokenizer.json", "data.json", "train.bin", "train.bin.json", "valid.bin", "valid.bin.json"):
             shutil.copyfile(gpt_dir / name, lstm_dir / name)  # same tokenizer and token files as the GPT
-        r = pretrain_lstm(lcfg, **p["lstm"])
+        ckpts = lstm_dir / "checkpoints"
+        resume = ckpts.is_dir() and any(ckpts.glob("*.safetensors"))
+        r = pretrain_lstm(replace(lcfg, resume=resume), **p["lstm"])
         (lstm_dir / "ablation_stamp.json").write_text(json.dumps(lstamp))
         log(f"base-lstm  {r['steps']} updates, val loss {r['val_history'][0][1]:.3f} -> {r['val_history'][-1][1]:.3f} "
             f"in {time.time() - t0:.0f}s")
@@ -153,11 +157,12 @@ def load_task_data(task_dir: Path, task: str, p: dict):
     return train, test
 
 
-def run_finetune(row: str, task: str, seed: int, bases: dict, train, test, p: dict, quiet: bool) -> dict:
+def run_finetune(row: str, task: str, seed: int, bases: dict, train, test, p: dict, quiet: bool,
+                 device: str = "cpu") -> dict:
     base = bases["lstm"] if row == "lstm" else bases["gpt"]
     cfg = FinetuneConfig(task=task, run=str(base), out_dir=None, lm_coef=0.0 if row == "no_aux" else 0.5,
                          lr=p["ft_lr"], batch_size=p["ft_batch"], epochs=p["epochs"], truncate=True,
-                         from_scratch=row == "no_pretrain", seed=seed, quiet=quiet, log_interval=50)
+                         from_scratch=row == "no_pretrain", seed=seed, quiet=quiet, log_interval=50, device=device)
     t0 = time.time()
     r = finetune(cfg, train, None)
     model, tok = r["model"], r["tokenizer"]
@@ -224,6 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of the tasks")
     ap.add_argument("--rows", default=",".join(ROW_NAMES), help="comma-separated subset of " + ",".join(ROW_NAMES))
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the preset's)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda runs every step on CuPy; results and bases are shared with CPU runs")
     ap.add_argument("--verbose", action="store_true", help="show the pre-training and fine-tuning progress lines")
     ap.add_argument("--fresh", action="store_true", help="ignore progress.jsonl and redo every run")
     args = ap.parse_args(argv)
@@ -249,7 +256,7 @@ def main(argv=None) -> int:
     t_start = time.time()
     log(f"ablation  preset {name}: {json.dumps(p)}")
 
-    bases = prepare_bases(out, p, quiet)
+    bases = prepare_bases(out, p, quiet, args.device)
     task_dir = out / "tasks"
     summary = build_tasks(task_dir, seed=0, max_examples=p["n_train"], tasks=tasks)
     log("tasks  " + "; ".join(f"{t}: {v['train']['examples']} train / "
@@ -278,7 +285,7 @@ def main(argv=None) -> int:
             for seed in p["seeds"]:
                 r = done.get(("ft", task, row, seed, None))
                 if r is None:
-                    r = run_finetune(row, task, seed, bases, train, test, p, quiet)
+                    r = run_finetune(row, task, seed, bases, train, test, p, quiet, args.device)
                     record("ft", task, row, seed, None, r)
                 runs.append(r)
                 log(f"{task:8s} {row:11s} seed {seed}: test accuracy {r['accuracy']:.4f} "
@@ -293,6 +300,7 @@ def main(argv=None) -> int:
                 if todo:
                     if model is None:
                         model, tok, _ = load_base(bases["gpt"])
+                        model.to(device=args.device)
                     for k, v in fewshot_accuracy(model, tok, queries, todo, demos=train, seed=seed).items():
                         res[k] = v
                         record("fewshot", task, None, seed, k, v)
