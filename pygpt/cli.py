@@ -71,7 +71,8 @@ def _finetune(args) -> int:
     cfg = FinetuneConfig(task=args.task, run=args.run, train=args.data, valid=args.valid, out_dir=args.out,
                          lm_coef=args.lm_coef, lr=args.lr, batch_size=args.batch, epochs=args.epochs,
                          warmup_fraction=args.warmup_fraction, weight_decay=args.weight_decay,
-                         clf_pdrop=args.clf_dropout, truncate=args.truncate, from_scratch=args.from_scratch,
+                         clf_pdrop=args.clf_dropout, truncate=args.truncate, max_len=args.max_len,
+                         from_scratch=args.from_scratch,
                          seed=args.seed, max_train_examples=args.max_examples, log_interval=args.log_interval,
                          device=args.device)
     try:
@@ -207,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--clf-dropout", type=float, default=0.1, help="dropout before the classifier (default 0.1)")
     f.add_argument("--truncate", action="store_true",
                    help="cut the longest text segment of inputs longer than the context (default: error)")
+    f.add_argument("--max-len", type=int, default=None,
+                   help="tokens per input sequence, at most the model's context (default: the context); "
+                        "with --truncate, longer inputs are cut to it")
     f.add_argument("--from-scratch", action="store_true",
                    help="random initialisation with the run's configuration (the no-pre-training ablation)")
     f.add_argument("--max-examples", type=int, default=None, help="use only the first N training examples")

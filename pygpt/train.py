@@ -264,8 +264,10 @@ def fit(cfg: TrainConfig, model, train_tokens, valid_tokens, state: dict | None,
             if metrics_path.exists() else []
         rows = [r for r in rows if r["step"] <= step]
         history = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
-        metrics = open(metrics_path, "w")
-        metrics.writelines(json.dumps(r) + "\n" for r in rows)
+        # replace the file in one rename, then append: a run killed again before its next flush
+        # must not leave the history truncated (a buffered rewrite lost it once)
+        atomic_write(metrics_path, [(json.dumps(r) + "\n").encode() for r in rows])
+        metrics = open(metrics_path, "a")
     else:
         step = 0
         metrics = open(metrics_path, "w")

@@ -336,6 +336,27 @@ def test_save_load_and_predict_round_trip(runs, tmp_path):
     assert all(abs(sum(row["probabilities"]) - 1) < 1e-5 for row in rows)
 
 
+def test_max_len_caps_sequences_and_predict_uses_it(runs, tmp_path):
+    rng = np.random.default_rng(2)
+    words = {"a": ["sun", "day", "light", "gold"], "b": ["moon", "night", "dark", "silver"]}
+    train = [ex("classify", text=" ".join(rng.choice(words["ab"[i % 2]], size=30)), label="ab"[i % 2])
+             for i in range(16)]  # ~30+ tokens each: longer than max_len, shorter than the n_ctx of 48
+    with pytest.raises(ValueError, match="max_len"):
+        FinetuneConfig(task="classify", run=str(runs / "gpt"), max_len=2)
+    r = finetune(FinetuneConfig(task="classify", run=str(runs / "gpt"), out_dir=str(tmp_path / "ft"), lr=1e-3,
+                                batch_size=8, epochs=1, truncate=True, max_len=12, quiet=True), train, train[:8])
+    assert r["max_len"] == 12
+    model, tok, meta = load_finetuned(tmp_path / "ft")
+    assert meta["max_len"] == 12
+    enc = [encode_example("classify", e, tok, meta["special_tokens"], 12, True, ["a", "b"]) for e in train[:8]]
+    assert all(e.truncated and len(e.seqs[0]) == 12 for e in enc)
+    want = F.softmax(model(collate("classify", enc)).logits, axis=-1).numpy()
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps(e.to_json()) + "\n" for e in train[:8]))
+    got = np.array([row["probabilities"] for row in predict(tmp_path / "ft", data)["predictions"]])
+    np.testing.assert_allclose(got, want, atol=2e-6)  # predict encodes at 12 tokens too, not at n_ctx
+
+
 def test_lstm_pretraining_resumes_exactly(runs, tmp_path):
     """A run cut after its first checkpoint and resumed ends with the same weights, bit for bit,
     as one that ran straight through (dropout on, so the RNG state must travel too)."""

@@ -1,9 +1,11 @@
 """Crash safety: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run."""
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -100,3 +102,35 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus, capsys,
 def test_resume_errors(tmp_path, corpus):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         pretrain(TrainConfig(out_dir=str(tmp_path / "nothing"), resume=True, corpus=str(corpus), quiet=True))
+
+
+def test_resume_keeps_metrics_on_disk_before_training_on(tmp_path, corpus, monkeypatch):
+    """The metrics up to the checkpoint are durable before the resumed run's first update, so a
+    second kill (before the next log line is flushed) loses nothing that was there."""
+    from pygpt.data.tokens import BatchSampler
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(preset="tiny", steps=12, batch_size=4, context=32, vocab_size=300, corpus=str(corpus),
+                      lr=3e-3, warmup=2, eval_interval=4, log_interval=2, checkpoint_interval=4, quiet=True,
+                      out_dir=str(out))
+    pretrain(cfg)
+    full = (out / "metrics.jsonl").read_text().splitlines()
+    # pretend the run was killed right after its step-8 checkpoint
+    latest_checkpoint(out).unlink()
+    (out / "model.safetensors").unlink()
+    kept = [r for r in full if json.loads(r)["step"] <= 8]
+    assert sum('"val_loss"' in r for r in kept) == 3  # steps 0, 4 and 8
+
+    on_disk = []
+    real_sample = BatchSampler.sample
+
+    def sample_and_look(self):
+        if not on_disk:
+            on_disk.append((out / "metrics.jsonl").read_text().splitlines())
+        return real_sample(self)
+
+    monkeypatch.setattr(BatchSampler, "sample", sample_and_look)
+    pretrain(replace(cfg, resume=True))
+    assert on_disk[0] == kept
+    after = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in after] == [json.loads(r)["step"] for r in full]

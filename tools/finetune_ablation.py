@@ -18,7 +18,8 @@ split is by play, stratified by genre), so the LM has never read a valid/test pa
 
     python tools/finetune_ablation.py --quick                 # minutes: checks the pipeline end to end
     python tools/finetune_ablation.py --preset medium         # about an hour on 2 cores
-    python tools/finetune_ablation.py --preset small          # hours on 2 cores
+    python tools/finetune_ablation.py --preset small          # most of a day on 2 cores (resumable)
+    python tools/finetune_ablation.py --preset small --report # the table so far, training nothing
     python tools/finetune_ablation.py --preset full --seeds 0,1,2,3,4
 
 Outputs in --out (default runs/ablation-<preset>): base-gpt/, base-lstm/ (pre-trained runs, reused
@@ -57,11 +58,12 @@ PRESETS = {
                    pretrain_lr=3e-3, lstm=dict(n_layer=1, d_model=128), lstm_steps=800, lstm_lr=5e-3,
                    n_train=800, n_test=300, epochs=2, ft_batch=16, ft_lr=5e-4, seeds=[0, 1], shots=[0, 1, 4],
                    n_fewshot=150),
-    # hours on 2 cores
+    # the 4 × 256 Transformer: bases about 2 h, then about 30 min per seed of every row and task
+    # (2 idle cores); fine-tuning inputs cut to 128 tokens (a choice example is 4 sequences)
     "small": dict(gpt_preset="small", corpus_plays=None, pretrain_steps=2000, context=256, vocab_size=2048,
                   batch=16, pretrain_lr=2e-3, lstm=dict(n_layer=1, d_model=256), lstm_steps=2000, lstm_lr=5e-3,
-                  n_train=2000, n_test=500, epochs=3, ft_batch=32, ft_lr=1e-4, seeds=[0, 1, 2], shots=[0, 1, 4, 8],
-                  n_fewshot=300),
+                  n_train=600, n_test=400, epochs=3, ft_batch=16, ft_lr=2e-4, ft_max_len=128, seeds=[0, 1, 2],
+                  shots=[0, 1, 4, 8], n_fewshot=200),
     # the whole task data (a day or more on 2 cores; meant for a bigger machine)
     "full": dict(gpt_preset="small", corpus_plays=None, pretrain_steps=6000, context=128, vocab_size=2048,
                  batch=32, pretrain_lr=1e-3, lstm=dict(n_layer=1, d_model=256), lstm_steps=6000, lstm_lr=3e-3,
@@ -86,8 +88,13 @@ def _stamp_ok(run: Path, stamp: dict) -> bool:
     return (run / "model.safetensors").exists() and f.exists() and json.loads(f.read_text()) == stamp
 
 
-def prepare_bases(out: Path, p: dict, quiet: bool, device: str = "cpu") -> dict:
-    """Pre-train (or reuse) the GPT and LSTM bases on the train-split plays."""
+def prepare_bases(out: Path, p: dict, quiet: bool, device: str = "cpu", which=("gpt", "lstm")) -> dict:
+    """Pre-train (or reuse) the GPT and LSTM bases on the train-split plays.
+
+    ``which`` limits the work to some bases (``--base-only``): two processes can then pre-train
+    the two bases side by side. The LSTM uses the GPT base's tokenizer and token files, so the GPT
+    run must have written those (its first seconds) before an LSTM-only run starts.
+    """
     plays = load_shakespeare()
     train_plays = split_plays_stratified(plays, seed=0)["train"]
     if p["corpus_plays"]:
@@ -109,6 +116,8 @@ def prepare_bases(out: Path, p: dict, quiet: bool, device: str = "cpu") -> dict:
     t0 = time.time()
     if _stamp_ok(gpt_dir, stamp):
         log(f"base-gpt  reusing {gpt_dir}")
+    elif "gpt" not in which:
+        log(f"base-gpt  not requested (--base-only); its token files in {gpt_dir} are used as they are")
     else:
         # an interrupted pre-training continues from its newest checkpoint (pretrain refuses one
         # written with other settings)
@@ -129,6 +138,8 @@ def prepare_bases(out: Path, p: dict, quiet: bool, device: str = "cpu") -> dict:
     t0 = time.time()
     if _stamp_ok(lstm_dir, lstamp):
         log(f"base-lstm  reusing {lstm_dir}")
+    elif "lstm" not in which:
+        log("base-lstm  not requested (--base-only)")
     else:
         lstm_dir.mkdir(parents=True, exist_ok=True)
         for name in ("tokenizer.json", "data.json", "train.bin", "train.bin.json", "valid.bin", "valid.bin.json"):
@@ -144,6 +155,8 @@ def prepare_bases(out: Path, p: dict, quiet: bool, device: str = "cpu") -> dict:
 
 
 def _last_val(run: Path):
+    if not (run / "metrics.jsonl").exists():
+        return None
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     vals = [r["val_loss"] for r in rows if "val_loss" in r]
     return vals[-1] if vals else None
@@ -162,13 +175,14 @@ def run_finetune(row: str, task: str, seed: int, bases: dict, train, test, p: di
     base = bases["lstm"] if row == "lstm" else bases["gpt"]
     cfg = FinetuneConfig(task=task, run=str(base), out_dir=None, lm_coef=0.0 if row == "no_aux" else 0.5,
                          lr=p["ft_lr"], batch_size=p["ft_batch"], epochs=p["epochs"], truncate=True,
-                         from_scratch=row == "no_pretrain", seed=seed, quiet=quiet, log_interval=50, device=device)
+                         from_scratch=row == "no_pretrain", seed=seed, quiet=quiet, log_interval=50, device=device,
+                         max_len=p.get("ft_max_len"))
     t0 = time.time()
     r = finetune(cfg, train, None)
     model, tok = r["model"], r["tokenizer"]
     labels = r["label_names"]
     test_in = [e for e in test if labels is None or e.label in labels]  # a label never seen in training
-    enc = encode_examples(task, test_in, tok, r["special_tokens"], model.base.config.n_ctx, True, labels)
+    enc = encode_examples(task, test_in, tok, r["special_tokens"], r["max_len"], True, labels)
     m = evaluate(model, enc)
     return {"row": row, "task": task, "seed": seed, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
             "n_test": m["n"], "steps": r["steps"], "seconds": time.time() - t0}
@@ -231,8 +245,12 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the preset's)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda runs every step on CuPy; results and bases are shared with CPU runs")
+    ap.add_argument("--base-only", choices=["gpt", "lstm"], default=None,
+                    help="pre-train (or resume) just this base and stop; run one process per base to use two cores")
     ap.add_argument("--verbose", action="store_true", help="show the pre-training and fine-tuning progress lines")
     ap.add_argument("--fresh", action="store_true", help="ignore progress.jsonl and redo every run")
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: write the table from the runs progress.jsonl already holds")
     args = ap.parse_args(argv)
     name = "quick" if args.quick else args.preset
     p = dict(PRESETS[name])
@@ -256,7 +274,18 @@ def main(argv=None) -> int:
     t_start = time.time()
     log(f"ablation  preset {name}: {json.dumps(p)}")
 
-    bases = prepare_bases(out, p, quiet, args.device)
+    if args.report and args.fresh:
+        ap.error("--report uses progress.jsonl; --fresh would ignore it")
+    if args.report:
+        bases = {"gpt": out / "base-gpt", "lstm": out / "base-lstm",
+                 "info": {"gpt_val_loss": _last_val(out / "base-gpt"), "lstm_val_loss": _last_val(out / "base-lstm"),
+                          "corpus_plays": [pl.id for pl in split_plays_stratified(load_shakespeare(), seed=0)["train"]
+                                                  [:p["corpus_plays"] or None]]}}
+    elif args.base_only:
+        prepare_bases(out, p, quiet, args.device, which=(args.base_only,))
+        return 0
+    else:
+        bases = prepare_bases(out, p, quiet, args.device)
     task_dir = out / "tasks"
     summary = build_tasks(task_dir, seed=0, max_examples=p["n_train"], tasks=tasks)
     log("tasks  " + "; ".join(f"{t}: {v['train']['examples']} train / "
@@ -278,42 +307,55 @@ def main(argv=None) -> int:
             f.write(json.dumps({"kind": kind, "task": task, "row": row, "seed": seed, "k": k,
                                 "settings": settings_key, "result": result}) + "\n")
 
+    # seed-major order: after each seed the table is complete for that many seeds, so an
+    # interrupted job (restarted later with the same settings) has something to report
+    data = {task: load_task_data(task_dir, task, p) for task in tasks}
     runs, fewshot = [], []
-    for task in tasks:
-        train, test = load_task_data(task_dir, task, p)
-        for row in rows:
-            for seed in p["seeds"]:
+    lm = None  # the pre-trained GPT for prompting, loaded on first need
+    for seed in p["seeds"]:
+        for task in tasks:
+            train, test = data[task]
+            for row in rows:
                 r = done.get(("ft", task, row, seed, None))
-                if r is None:
+                if r is None and not args.report:
                     r = run_finetune(row, task, seed, bases, train, test, p, quiet, args.device)
                     record("ft", task, row, seed, None, r)
+                if r is None:
+                    continue
                 runs.append(r)
                 log(f"{task:8s} {row:11s} seed {seed}: test accuracy {r['accuracy']:.4f} "
                     f"(macro-F1 {r['macro_f1']:.4f}, {r['n_test']} examples, {r['steps']} updates, {r['seconds']:.0f}s)")
-        if p["shots"]:
-            model = tok = None
-            queries = test[:p["n_fewshot"]]
-            for seed in p["seeds"]:
-                t0 = time.time()
-                res = {k: done.get(("fewshot", task, None, seed, k)) for k in p["shots"]}
-                todo = [k for k, v in res.items() if v is None]
-                if todo:
-                    if model is None:
-                        model, tok, _ = load_base(bases["gpt"])
-                        model.to(device=args.device)
-                    for k, v in fewshot_accuracy(model, tok, queries, todo, demos=train, seed=seed).items():
-                        res[k] = v
-                        record("fewshot", task, None, seed, k, v)
-                for k, v in res.items():
-                    fewshot.append({"task": task, "k": k, "seed": seed, **v})
+            if not p["shots"]:
+                continue
+            t0 = time.time()
+            res = {k: done.get(("fewshot", task, None, seed, k)) for k in p["shots"]}
+            todo = [k for k, v in res.items() if v is None]
+            if todo and not args.report:
+                if lm is None:
+                    lm = load_base(bases["gpt"])[:2]
+                    lm[0].to(device=args.device)
+                for k, v in fewshot_accuracy(*lm, test[:p["n_fewshot"]], todo, demos=train, seed=seed).items():
+                    res[k] = v
+                    record("fewshot", task, None, seed, k, v)
+            res = {k: v for k, v in res.items() if v is not None}
+            for k, v in res.items():
+                fewshot.append({"task": task, "k": k, "seed": seed, **v})
+            if res:
                 log(f"{task:8s} prompting  seed {seed}: " + ", ".join(
                     f"k={k} {v['accuracy']:.4f} ({v['mean_shots_used']:.1f} shots used)" for k, v in res.items())
                     + f" [{time.time() - t0:.0f}s]")
 
     table, md = make_table(runs, fewshot, p["shots"], tasks)
-    header = (f"GPT-1 Table-5-style ablation, preset `{name}`: test accuracy in % (mean ± sample std over seeds "
-              f"{p['seeds']}); base GPT `{p['gpt_preset']}` (val loss {bases['info']['gpt_val_loss']:.3f}), "
-              f"LSTM {p['lstm']} (val loss {bases['info']['lstm_val_loss']:.3f}), pre-trained on "
+    expected = len(tasks) * len(rows) * len(p["seeds"])
+    partial = "" if len(runs) == expected else f"PARTIAL: {len(runs)} of {expected} fine-tuning runs finished; "
+    info = bases["info"]
+
+    def loss(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    header = (f"GPT-1 Table-5-style ablation, preset `{name}`: {partial}test accuracy in % (mean ± sample std over "
+              f"seeds {p['seeds']}); base GPT `{p['gpt_preset']}` (val loss {loss(info['gpt_val_loss'])}), "
+              f"LSTM {p['lstm']} (val loss {loss(info['lstm_val_loss'])}), pre-trained on "
               f"{len(bases['info']['corpus_plays'])} train-split plays; {p['epochs']} epoch(s), lr {p['ft_lr']}, "
               f"batch {p['ft_batch']}; {time.time() - t_start:.0f}s in all.")
     text = header + "\n\n" + md + "\n"

@@ -50,6 +50,7 @@ class FinetuneConfig:
     clf_pdrop: float = 0.1
     max_grad_norm: float = 1.0
     truncate: bool = False
+    max_len: int | None = None  # tokens per sequence: min(base n_ctx, max_len); shorter is cheaper
     from_scratch: bool = False  # random initialisation with the run's configuration (ablation)
     seed: int = 0
     max_train_examples: int | None = None
@@ -75,6 +76,9 @@ class FinetuneConfig:
             raise ValueError(f"clf_pdrop must be in [0, 1), got {self.clf_pdrop}")
         if not 0 <= self.warmup_fraction <= 1:
             raise ValueError(f"warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
+        if self.max_len is not None and (isinstance(self.max_len, bool) or not isinstance(self.max_len, int)
+                                         or self.max_len < 4):
+            raise ValueError(f"max_len must be an integer >= 4 (room for the task tokens), got {self.max_len!r}")
         for name in ("max_train_examples", "max_valid_examples"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -253,7 +257,7 @@ def finetune(cfg: FinetuneConfig, train_examples=None, valid_examples=None) -> d
     base.to(device=cfg.device)
     tok, ids = add_task_tokens(base, tok, seed=cfg.seed)
     model = TaskModel(base, task, len(label_names) if label_names else None, cfg.clf_pdrop, seed=cfg.seed)
-    n_ctx = base.config.n_ctx
+    n_ctx = base.config.n_ctx if cfg.max_len is None else min(base.config.n_ctx, cfg.max_len)
     t0 = time.time()
     enc_train = encode_examples(task, train_examples, tok, ids, n_ctx, cfg.truncate, label_names)
     enc_valid = encode_examples(task, valid_examples, tok, ids, n_ctx, cfg.truncate, label_names) \
@@ -276,11 +280,11 @@ def finetune(cfg: FinetuneConfig, train_examples=None, valid_examples=None) -> d
             metrics_file.close()
     final = evaluate(model, enc_valid, cfg.eval_batch_size) if enc_valid else None
     meta = {"task": task, "label_names": label_names, "n_classes": model.n_classes, "special_tokens": ids,
-            "base_run": str(cfg.run), "arch": arch, "truncate": cfg.truncate, "clf_pdrop": cfg.clf_pdrop,
+            "base_run": str(cfg.run), "arch": arch, "truncate": cfg.truncate, "clf_pdrop": cfg.clf_pdrop, "max_len": n_ctx,
             "config": asdict(cfg)}
     result = {"task": task, "valid": _jsonable(final, label_names), "history": history, "steps": steps,
               "train_seconds": seconds, "train_examples": len(enc_train), "label_names": label_names,
-              "special_tokens": ids, "out_dir": str(out) if out else None}
+              "special_tokens": ids, "max_len": n_ctx, "out_dir": str(out) if out else None}
     if out is not None:
         save_finetuned(out, model, tok, meta)
         atomic_write(out / "metrics.json", [json.dumps(result, indent=2).encode()])
@@ -312,7 +316,8 @@ def predict(run_dir, data, out_path=None, truncate: bool | None = None, batch_si
     if truncate is None:
         truncate = bool(meta.get("truncate", False))
     ids = {k: int(v) for k, v in meta["special_tokens"].items()}
-    enc = encode_examples(task, examples, tok, ids, model.base.config.n_ctx, truncate, label_names)
+    max_len = int(meta.get("max_len") or model.base.config.n_ctx)  # what the run was fine-tuned with
+    enc = encode_examples(task, examples, tok, ids, max_len, truncate, label_names)
     preds, probs = predict_examples(model, enc, batch_size)
     rows = []
     for ex, p, pr in zip(examples, preds, probs):
