@@ -388,19 +388,29 @@ class Optimizer:
         name = type(self).__name__
         if state["optimizer"] != name:
             raise ValueError(f"state_dict is for optimizer {state['optimizer']!r}, this is {name!r}")
+        if state.get("format", 1) != 1:
+            raise ValueError(f"state_dict has format {state.get('format')!r}; this version reads format 1")
         lr = _check_float("state_dict['lr']", state["lr"], lo=0.0)
         step = _check_int("state_dict['step']", state["step"], lo=0)
         hyper = self._check_hyper(state["hyper"])
         self._check_compatible(hyper)
 
         n = len(self.params)
+        for key in ("param_groups", "param_shapes", "param_steps"):
+            if not isinstance(state[key], (list, tuple)):
+                raise ValueError(f"state_dict[{key!r}] must be a list, got {type(state[key]).__name__}")
         groups = state["param_groups"]
+        if not all(isinstance(g, Mapping) for g in groups):
+            raise ValueError("state_dict['param_groups'] must be a list of dicts")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} param groups, "
                              f"the optimiser has {len(self.param_groups)}")
         new_groups = []
         for gi, (g, idx) in enumerate(zip(groups, self._group_index)):
-            gidx = [int(i) for i in g.get("params", [])]
+            gidx = g.get("params", [])
+            if not isinstance(gidx, (list, tuple)):
+                raise ValueError(f"param group {gi}: 'params' must be a list of indices")
+            gidx = [_check_int(f"param_groups[{gi}]['params']", i, lo=0) for i in gidx]
             if gidx != idx:
                 raise ValueError(f"param group {gi}: state_dict has {len(gidx)} parameters "
                                  f"(indices {gidx[:8]}...), the optimiser has {len(idx)} "
@@ -413,7 +423,9 @@ class Optimizer:
         if len(shapes) != n:
             raise ValueError(f"state_dict has {len(shapes)} parameters, the optimiser has {n}")
         for i, (s, p) in enumerate(zip(shapes, self.params)):
-            if tuple(int(d) for d in s) != _shape(p):
+            if not isinstance(s, (list, tuple)):
+                raise ValueError(f"param_shapes[{i}] must be a list of sizes, got {type(s).__name__}")
+            if tuple(_check_int(f"param_shapes[{i}]", d, lo=0) for d in s) != _shape(p):
                 raise ValueError(f"parameter {i}: state_dict shape {tuple(s)} != parameter shape {_shape(p)}")
         psteps = state["param_steps"]
         if len(psteps) != n:

@@ -75,5 +75,13 @@ class Generator:
         return {"seed": self.seed, "counter": self.counter}
 
     def load_state_dict(self, state: dict) -> None:
-        self.seed = int(state["seed"])
-        self.counter = int(state["counter"])
+        """Continue from :meth:`state_dict`: {"seed": int, "counter": int >= 0}; ValueError otherwise."""
+        if not isinstance(state, dict) or set(state) != {"seed", "counter"}:
+            raise ValueError(f"dropout generator state must be {{'seed': int, 'counter': int}}, got {state!r:.100}")
+        for key in ("seed", "counter"):
+            v = state[key]
+            if isinstance(v, bool) or not isinstance(v, int) or (key == "counter" and v < 0):
+                raise ValueError(f"dropout generator state {key!r} must be a{' non-negative' * (key == 'counter')} "
+                                 f"integer, got {v!r:.100}")
+        self.seed = state["seed"]
+        self.counter = state["counter"]

@@ -254,11 +254,14 @@ def fit(cfg: TrainConfig, model, train_tokens, valid_tokens, state: dict | None,
     metrics_path = out / "metrics.jsonl"
     tokens_per_step = cfg.batch_size * context
     if state is not None:
-        model.load_state_dict(state["model"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        model.generator.load_state_dict(state["dropout"])
+        for part, target in (("model", model), ("optimizer", opt), ("sampler", sampler), ("dropout", model.generator)):
+            try:
+                target.load_state_dict(state[part], **({"strict": True} if part == "model" else {}))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"resume: the checkpoint's {part} state does not fit this run: {exc}") from None
         step = state["step"]
+        if not 0 <= step <= cfg.steps:
+            raise ValueError(f"resume: the checkpoint is at step {step}, outside [0, steps={cfg.steps}]")
         # keep the metrics up to the checkpoint; what a killed run logged after it is redone
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
             if metrics_path.exists() else []

@@ -1,6 +1,7 @@
 """Crash safety: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,3 +135,34 @@ def test_resume_keeps_metrics_on_disk_before_training_on(tmp_path, corpus, monke
     assert on_disk[0] == kept
     after = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in after] == [json.loads(r)["step"] for r in full]
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("sampler", "[1, 2]", "sampler state must be a dict"),
+    ("sampler", None, "'rng' must be a dict"),
+    ("sampler", {"batches_drawn": "x"}, "'batches_drawn' must be a non-negative integer"),
+    ("dropout", "null", "dropout generator state must be"),
+    ("dropout", {"counter": -1}, "'counter' must be a non-negative integer"),
+    ("optimizer", {"param_groups": None}, "optimizer state does not fit this run: state_dict['param_groups'] must be a list"),
+    ("optimizer", {"format": 7}, "format 7"),
+    ("step", "999999", "outside [0, steps=8]"),
+])
+def test_resume_rejects_a_malformed_checkpoint_state(tmp_path, corpus, field, value, says):
+    """Valid JSON with the wrong content in a checkpoint's state is a ValueError naming the part,
+    never an AttributeError/KeyError from deep inside the loaders."""
+    from pygpt.safetensors import save_file
+
+    cfg = TrainConfig(preset="tiny", steps=8, batch_size=2, context=16, vocab_size=300, corpus=str(corpus),
+                      lr=3e-3, warmup=1, eval_interval=4, eval_batches=1, quiet=True, out_dir=str(tmp_path / "run"))
+    pretrain(cfg)
+    ckpts = list_checkpoints(tmp_path / "run")
+    for p in ckpts[1:]:
+        p.unlink()
+    tensors, meta = load_file(ckpts[0])
+    if field == "sampler" and value is None:
+        value = json.dumps({k: v for k, v in json.loads(meta["sampler"]).items() if k != "rng"})
+    elif isinstance(value, dict):
+        value = json.dumps({**json.loads(meta[field]), **value})
+    save_file(tensors, ckpts[0], {**meta, field: value})
+    with pytest.raises(ValueError, match=re.escape(says)):
+        pretrain(replace(cfg, resume=True))

@@ -36,6 +36,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -201,8 +202,19 @@ def _cell(s):
     return "–" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
 
-def make_table(runs, fewshot, shots, tasks) -> tuple[dict, str]:
+def majority_baseline(task: str, test) -> float:
+    """Accuracy of the best constant answer on the test examples (the most frequent test label;
+    the training splits are balanced, so their majority is arbitrary). For choice: the expected
+    accuracy of a uniform guess, mean of 1/len(choices). Every row has to beat this floor."""
+    if task == "choice":
+        return statistics.fmean(1 / len(e.fields["choices"]) for e in test)
+    return Counter(e.label for e in test).most_common(1)[0][1] / len(test)
+
+
+def make_table(runs, fewshot, shots, tasks, baseline=None) -> tuple[dict, str]:
     table = {}
+    if baseline:
+        table["majority"] = {t: {"mean": baseline[t], "std": 0.0, "values": [baseline[t]]} for t in tasks}
     rows = [r for r in ROW_NAMES if any(x["row"] == r for x in runs)]
     for row in rows:
         table[row] = {}
@@ -228,7 +240,8 @@ def make_table(runs, fewshot, shots, tasks) -> tuple[dict, str]:
             "similar": "similar acc", "choice": "choice acc"}
     lines = ["| method | " + " | ".join(head[c] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     for row, cells in table.items():
-        name = ROW_NAMES.get(row) or f"Transformer, pre-trained, no fine-tuning: {row.split('_')[1]}-shot prompting"
+        name = ROW_NAMES.get(row) or ("best constant answer (most frequent test label; choice: chance)" if row == "majority"
+                                      else None) or f"Transformer, pre-trained, no fine-tuning: {row.split('_')[1]}-shot prompting"
         lines.append(f"| {name} | " + " | ".join(_cell(cells.get(c)) for c in cols) + " |")
     return table, "\n".join(lines)
 
@@ -285,7 +298,8 @@ def main(argv=None) -> int:
         prepare_bases(out, p, quiet, args.device, which=(args.base_only,))
         return 0
     else:
-        bases = prepare_bases(out, p, quiet, args.device)
+        # the LSTM base is needed only by its row; every other row and the prompting use the GPT's
+        bases = prepare_bases(out, p, quiet, args.device, which=("gpt", "lstm") if "lstm" in rows else ("gpt",))
     task_dir = out / "tasks"
     summary = build_tasks(task_dir, seed=0, max_examples=p["n_train"], tasks=tasks)
     log("tasks  " + "; ".join(f"{t}: {v['train']['examples']} train / "
@@ -345,7 +359,8 @@ def main(argv=None) -> int:
                     f"k={k} {v['accuracy']:.4f} ({v['mean_shots_used']:.1f} shots used)" for k, v in res.items())
                     + f" [{time.time() - t0:.0f}s]")
 
-    table, md = make_table(runs, fewshot, p["shots"], tasks)
+    baseline = {task: majority_baseline(task, data[task][1]) for task in tasks}
+    table, md = make_table(runs, fewshot, p["shots"], tasks, baseline)
     expected = len(tasks) * len(rows) * len(p["seeds"])
     partial = "" if len(runs) == expected else f"PARTIAL: {len(runs)} of {expected} fine-tuning runs finished; "
     info = bases["info"]

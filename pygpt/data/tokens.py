@@ -273,17 +273,32 @@ class BatchSampler:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a :meth:`state_dict`: the following batches are the ones the saved sampler
-        would have drawn next. The batch size, context and stream length must match."""
+        would have drawn next. The batch size, context and stream length must match; a malformed
+        state raises ValueError."""
+        if not isinstance(state, dict):
+            raise ValueError(f"sampler state must be a dict, got {type(state).__name__}")
         for key in ("batch_size", "context", "n_tokens"):
             mine = len(self.tokens) if key == "n_tokens" else getattr(self, key)
             if state.get(key) != mine:
                 raise ValueError(f"sampler state is for {key}={state.get(key)!r}, this sampler has {key}={mine}")
-        rng_state = _state_from_json(state["rng"])
+        rng_state = state.get("rng")
+        if not isinstance(rng_state, dict):
+            raise ValueError(f"sampler state 'rng' must be a dict (a PCG64 state), got {type(rng_state).__name__}")
+        rng_state = _state_from_json(rng_state)
         if rng_state.get("bit_generator") != "PCG64":
             raise ValueError(f"sampler state has bit generator {rng_state.get('bit_generator')!r}, expected 'PCG64'")
-        self._rng.bit_generator.state = rng_state
-        self.seed = int(state.get("seed", self.seed))
-        self.batches_drawn = int(state.get("batches_drawn", 0))
+        seed, drawn = state.get("seed", self.seed), state.get("batches_drawn", 0)
+        for key, v in (("seed", seed), ("batches_drawn", drawn)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"sampler state {key!r} must be a non-negative integer, got {v!r:.100}")
+        probe = np.random.PCG64()
+        try:  # numpy checks the state's layout; nothing here changes unless it is valid
+            probe.state = rng_state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"sampler state 'rng' is not a valid PCG64 state ({exc})") from None
+        self._rng.bit_generator.state = probe.state
+        self.seed = seed
+        self.batches_drawn = drawn
 
 
 def iter_eval_batches(
