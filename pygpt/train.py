@@ -143,7 +143,7 @@ def evaluate(model: GPT, tokens, batch_size: int, context: int, max_batches: int
     total, n = 0.0, 0
     with no_grad():
         for x, y in iter_eval_batches(tokens, batch_size, context, max_batches):
-            _, loss = model(x, y)
+            _, loss = model(x, y, return_logits=False)
             total += loss.item()
             n += 1
     model.train(was)
@@ -232,8 +232,8 @@ def restore_state(cfg: TrainConfig, log) -> dict | None:
 
 
 def fit(cfg: TrainConfig, model, train_tokens, valid_tokens, state: dict | None, log) -> dict:
-    """The pre-training loop for any language model ``model(x, y) -> (logits, loss)`` with a
-    ``generator`` (dropout RNG) and a ``config`` (``to_dict()``): AdamW with warmup + cosine,
+    """The pre-training loop for any language model ``model(x, y, return_logits=False) -> (_, loss)``
+    with a ``generator`` (dropout RNG) and a ``config`` (``to_dict()``): AdamW with warmup + cosine,
     gradient clipping, periodic evaluation, metrics.jsonl, atomic checkpoints and exact resume
     from ``state`` (a `load_checkpoint` result). Returns {steps, first_step (where this call
     started), final_loss, val_history, seconds}."""
@@ -286,7 +286,7 @@ def fit(cfg: TrainConfig, model, train_tokens, valid_tokens, state: dict | None,
         while step < cfg.steps:
             x, y = sampler.sample()
             opt.lr = schedule(step)
-            _, loss = model(x, y)
+            _, loss = model(x, y, return_logits=False)  # the loss only: logits never materialised
             loss_val = loss.item()
             if not math.isfinite(loss_val):
                 raise FloatingPointError(

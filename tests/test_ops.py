@@ -595,6 +595,67 @@ def test_attention_errors():
         F.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
 
 
+def _np_lstm(x, w_ih, w_hh, b, h, c):
+    """float64 reference recurrence: [h_t | c_t] for every step, gates i, f, g, o."""
+    H = w_hh.shape[0]
+    sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    out = []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ w_ih + b + h @ w_hh
+        i, f, g, o = sig(z[:, :H]), sig(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sig(z[:, 3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        out.append(np.concatenate([h, c], axis=1))
+    return np.stack(out, axis=1)
+
+
+@covers("lstm")
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_lstm(data):
+    B, T, n_in, H = (data.draw(st.integers(1, n)) for n in (2, 5, 4, 3))
+    x = data.draw(arrays((B, T, n_in), -2, 2))
+    w_ih, w_hh = data.draw(arrays((n_in, 4 * H), -1, 1)), data.draw(arrays((H, 4 * H), -1, 1))
+    b = data.draw(arrays((4 * H,), -1, 1))
+    h0, c0 = data.draw(arrays((B, H), -1, 1)), data.draw(arrays((B, H), -2, 2))
+    assert_forward(F.lstm, _np_lstm, x, w_ih, w_hh, b, h0, c0)
+    check_grad(F.lstm, [x, w_ih, w_hh, b, h0, c0], mode="all")
+
+
+def test_lstm_equals_the_stepwise_composition_and_checks_arguments():
+    from pygpt.models.lstm import LSTMLayer
+
+    rng = np.random.default_rng(4)
+    layer = LSTMLayer(6, 5, rng=rng)  # float32, the training dtype
+    x = rng.standard_normal((3, 7, 6)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((3, 5)).astype(np.float32) for _ in range(2))
+    g = rng.standard_normal((3, 7, 5)).astype(np.float32)
+    xs = [Tensor(x[:, t], requires_grad=True) for t in range(7)]
+    ref, _ = layer.run(xs, (Tensor(h0), Tensor(c0)))
+    (F.stack(ref, axis=1) * Tensor(g)).sum().backward()
+    want = {n: p.grad.copy() for n, p in layer.named_parameters()}
+    want_x = np.stack([t.grad for t in xs], axis=1)
+    layer.zero_grad()
+    xt = Tensor(x, requires_grad=True)
+    out, _ = layer(xt, (Tensor(h0), Tensor(c0)))
+    np.testing.assert_allclose(out.numpy(), F.stack(ref, axis=1).numpy(), rtol=1e-5, atol=1e-6)
+    (out * Tensor(g)).sum().backward()
+    for n, p in layer.named_parameters():
+        np.testing.assert_allclose(p.grad, want[n], rtol=1e-4, atol=1e-5, err_msg=n)
+    np.testing.assert_allclose(xt.grad, want_x, rtol=1e-4, atol=1e-5)
+
+    w_ih, w_hh, b = layer.weight_ih, layer.weight_hh, layer.bias
+    h0, c0 = Tensor(h0), Tensor(c0)
+    with pytest.raises(ValueError, match="weight_hh must be"):
+        F.lstm(xt, w_ih, w_ih, b, h0, c0)
+    with pytest.raises(ValueError, match="x must be"):
+        F.lstm(Tensor(x[:, :0]), w_ih, w_hh, b, h0, c0)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(3, 5\)"):
+        F.lstm(xt, w_ih, w_hh, b, Tensor(h0.numpy()[:2]), c0)
+    with pytest.raises(TypeError, match="c0 has dtype float64"):
+        F.lstm(xt, w_ih, w_hh, b, h0, Tensor(c0.numpy().astype(np.float64)))
+
+
 # ------------------------------------------------------------------------------------------
 # dtype / device moves, ops without gradient
 # ------------------------------------------------------------------------------------------

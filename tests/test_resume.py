@@ -79,8 +79,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus, capsys,
 
     real_forward, calls = GPT.forward, {"train": 0}
 
-    def forward_that_diverges(self, ids, targets=None, cache=None):
-        logits, loss = real_forward(self, ids, targets, cache)
+    def forward_that_diverges(self, ids, targets=None, cache=None, return_logits=True):
+        logits, loss = real_forward(self, ids, targets, cache, return_logits)
         if self.training and targets is not None:
             calls["train"] += 1
             if calls["train"] == 11:  # the 11th update's loss is NaN

@@ -9,10 +9,10 @@ Transformer" row).
     logits = h_T wteᵀ (tied; needs H = C) or h lm_head + b (untied)
 
 Weights are stored (in, out) like `pygpt.nn.Linear`; torch's ``weight_ih_l{k}`` is ``W_ihᵀ`` and
-its two biases add up to ``b``. The recurrence runs step by step over Python lists of (B, ·)
-tensors: the first layer looks its inputs up per step and later layers consume the previous layer's
-list, so no op slices a (B, T, ·) tensor per step (whose backward would allocate the whole tensor
-T times).
+its two biases add up to ``b``. Each layer's whole recurrence is one autograd op, `F.lstm`
+(forward and BPTT in array code; the weight gradients are one GEMM each over all steps).
+`LSTMLayer.step` / `LSTMLayer.run` are the same recurrence composed from elementwise autograd ops,
+one step at a time: the reference the fused op is tested against.
 
 The interface is the one the fine-tuning code uses on GPT: ``config`` (``vocab_size``, ``n_ctx``,
 ``d_model``), ``wte``, ``hidden_states(ids)``, ``logits(h)``, ``forward(ids, targets)``,
@@ -76,7 +76,8 @@ class LSTMLayer(Module):
         self.bias = Parameter(b)
 
     def step(self, x, h, c):
-        """One time step: x (B, in), h and c (B, H) -> (h', c')."""
+        """One time step from elementwise autograd ops (the reference for `F.lstm`):
+        x (B, in), h and c (B, H) -> (h', c')."""
         H = self.hidden_size
         z = F.linear(x, self.weight_ih, self.bias) + F.matmul(h, self.weight_hh)  # (B, 4H)
         i_f = F.sigmoid(z[:, :2 * H])
@@ -92,7 +93,7 @@ class LSTMLayer(Module):
         return z, z
 
     def run(self, xs: list, state=None):
-        """Inputs as a list of (B, in) tensors -> (list of (B, H) outputs, (h, c) after the last)."""
+        """Reference path, step by step: a list of (B, in) tensors -> (list of (B, H) outputs, (h, c))."""
         h, c = state if state is not None else self.zero_state(xs[0].shape[0])
         hs = []
         for x in xs:
@@ -101,9 +102,11 @@ class LSTMLayer(Module):
         return hs, (h, c)
 
     def forward(self, x, state=None):
-        """x (B, T, in) -> (outputs (B, T, H), (h, c))."""
-        hs, state = self.run([x[:, t] for t in range(x.shape[1])], state)
-        return F.stack(hs, axis=1), state
+        """x (B, T, in) -> (outputs (B, T, H), (h, c) after the last step), by the fused `F.lstm`."""
+        h0, c0 = state if state is not None else self.zero_state(x.shape[0])
+        hc = F.lstm(x, self.weight_ih, self.weight_hh, self.bias, h0, c0)  # (B, T, 2H) = [h | c]
+        H = self.hidden_size
+        return hc[:, :, :H], (hc[:, -1, :H], hc[:, -1, H:])
 
 
 class LSTM(Module):
@@ -138,21 +141,20 @@ class LSTM(Module):
         return ids
 
     def run(self, ids, state=None):
-        """ids (B, T) -> (list of T last-layer outputs (B, H), per-layer states)."""
+        """ids (B, T) -> (last layer's outputs (B, T, H) after dropout, per-layer (h, c) states)."""
         ids = self.wte.weight.xp.asarray(self._check_ids(ids))
-        xs = [self.drop(self.wte(ids[:, t])) for t in range(ids.shape[1])]
+        x = self.drop(self.wte(ids))  # (B, T, C)
         new_state = []
         for li, layer in enumerate(self.h):
             if li > 0:
-                xs = [self.drop(x) for x in xs]
-            xs, st = layer.run(xs, None if state is None else state[li])
+                x = self.drop(x)
+            x, st = layer(x, None if state is None else state[li])
             new_state.append(st)
-        return [self.drop(x) for x in xs], new_state
+        return self.drop(x), new_state
 
     def hidden_states(self, ids, state=None) -> Tensor:
         """Last layer's outputs (B, T, H) (after dropout while training)."""
-        hs, _ = self.run(ids, state)
-        return F.stack(hs, axis=1)
+        return self.run(ids, state)[0]
 
     def logits(self, hidden: Tensor) -> Tensor:
         """(..., H) -> (..., V): wteᵀ when tied, else lm_head."""
@@ -160,10 +162,16 @@ class LSTM(Module):
             return F.matmul(hidden, self.wte.weight.T)
         return self.lm_head(hidden)
 
-    def forward(self, ids, targets=None):
-        logits = self.logits(self.hidden_states(ids))
+    def forward(self, ids, targets=None, return_logits: bool = True):
+        """(logits (B, T, V), mean LM loss or None). With targets and return_logits=False and tied
+        weights the logits are never materialised (F.linear_cross_entropy), and (None, loss) is
+        returned, as GPT.forward does."""
+        h = self.hidden_states(ids)
+        if targets is not None and not return_logits and self.lm_head is None:
+            return None, F.linear_cross_entropy(h, self.wte.weight, targets)
+        logits = self.logits(h)
         loss = None if targets is None else F.cross_entropy(logits, targets)
-        return logits, loss
+        return (logits if return_logits else None), loss
 
     @no_grad()
     def generate(self, ids, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
@@ -182,7 +190,7 @@ class LSTM(Module):
         try:
             for _ in range(max_new_tokens):
                 hs, state = self.run(step_in, state)
-                last = self.logits(hs[-1]).numpy().astype(np.float64)  # (B, V)
+                last = self.logits(hs[:, -1]).numpy().astype(np.float64)  # (B, V)
                 nxt = sample_next(last, rng, temperature=temperature, top_k=top_k, top_p=top_p)
                 if stop_token is not None:
                     nxt = np.where(done, stop_token, nxt)
