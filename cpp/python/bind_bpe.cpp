@@ -219,7 +219,13 @@ class PyBPE : public RefuseUnconstructed {
     py::list to_list(const std::vector<Rank>& ids) const {
         PyObject* l = PyList_New(static_cast<Py_ssize_t>(ids.size()));
         if (!l) throw py::error_already_set();
-        for (size_t i = 0; i < ids.size(); ++i) {
+        // Py_INCREF writes the refcount of one of n_vocab int objects (GPT-2: 50k x 32 bytes,
+        // 1.6 MB): the rarer ids miss the caches. Prefetch the object kAhead ids ahead so those
+        // misses overlap (this loop's share of a 2-thread list batch: 8.4% -> 6.9% of samples).
+        constexpr size_t kAhead = 16;
+        const size_t n = ids.size();
+        for (size_t i = 0; i < n; ++i) {
+            if (i + kAhead < n) __builtin_prefetch(ints_[ids[i + kAhead]], 1);
             PyObject* o = ints_[ids[i]];
             Py_INCREF(o);
             PyList_SET_ITEM(l, static_cast<Py_ssize_t>(i), o);

@@ -676,11 +676,17 @@ struct Encoder::Impl {
             // stay sorted; looked up afterwards with prefetching.
             const uint32_t lenR = len[r];
             const uint64_t sigR = right_sig[r];
+            // At most two candidates per merge, and a merge per item and per 2 bytes at most:
+            // written through a raw pointer into a buffer sized once per rank (push_back's
+            // out-of-line growth path cost ~5% of the merge).
+            const size_t max_cand = std::min<size_t>(2 * n_items, size_t(N) + 2);
+            if (S.cand.size() < max_cand) S.cand.resize(max_cand);
+            std::pair<uint64_t, uint32_t>* const cand = S.cand.data();
+            size_t n_cand = 0;
             auto gather_right = [&](uint32_t at) {
                 const uint32_t c = at + lenR;
-                if (c < N && ((sigR >> sig(tok[c])) & 1)) S.cand.push_back({(uint64_t(r) << 32) | tok[c], at});
+                if (c < N && ((sigR >> sig(tok[c])) & 1)) cand[n_cand++] = {(uint64_t(r) << 32) | tok[c], at};
             };
-            S.cand.clear();
             uint32_t prev = kNone;  // the last merged position whose right pair is not gathered yet
             for (size_t k = 0; k < n_items; ++k) {
                 const uint32_t at = items[k];
@@ -697,20 +703,31 @@ struct Encoder::Impl {
                     const uint32_t x = tok[at - 1];
                     const uint32_t w = (x & kDead) ? at - 1 - (x & ~kDead) : at - 1;
                     const Rank tw = tok[w];
-                    if (tw != r && ((right_sig[tw] >> sig(r)) & 1)) S.cand.push_back({(uint64_t(tw) << 32) | r, w});
+                    if (tw != r && ((right_sig[tw] >> sig(r)) & 1)) cand[n_cand++] = {(uint64_t(tw) << 32) | r, w};
                 }
                 prev = at;
             }
             if (prev != kNone) gather_right(prev);
-            const size_t n_cand = S.cand.size();
             for (size_t k = 0; k < n_cand; ++k) {
-                if (k + 8 < n_cand) prefetch_pair(S.cand[k + 8].first);
-                const uint64_t key = S.cand[k].first;
-                S.push_above(pair_rank(Rank(key >> 32), Rank(key & 0xFFFFFFFFu)), S.cand[k].second);
+                if (k + 8 < n_cand) prefetch_pair(cand[k + 8].first);
+                const uint64_t key = cand[k].first;
+                S.push_above(pair_rank(Rank(key >> 32), Rank(key & 0xFFFFFFFFu)), cand[k].second);
             }
             S.release(r);
         }
-        for (uint32_t i = 0; i < N; i += len[tok[i]]) out.push_back(tok[i]);
+        // Every position but a part's first has the kDead bit (see above): collect the others,
+        // branch-free, instead of walking part to part (i += len[tok[i]], a chain of dependent
+        // loads). buf: one block of positions' worth of ids.
+        Rank buf[1024];
+        for (uint32_t base = 0; base < N; base += 1024) {
+            const uint32_t stop = std::min<uint32_t>(N, base + 1024);
+            size_t w = 0;
+            for (uint32_t i = base; i < stop; ++i) {
+                buf[w] = tok[i];
+                w += (tok[i] >> 31) ^ 1u;
+            }
+            out.insert(out.end(), buf, buf + w);
+        }
         S.shrink_after(n);
     }
 
