@@ -59,7 +59,7 @@ PRESETS = {
                    pretrain_lr=3e-3, lstm=dict(n_layer=1, d_model=128), lstm_steps=800, lstm_lr=5e-3,
                    n_train=800, n_test=300, epochs=2, ft_batch=16, ft_lr=5e-4, seeds=[0, 1], shots=[0, 1, 4],
                    n_fewshot=150),
-    # the 4 × 256 Transformer: bases about 2 h, then about 30 min per seed of every row and task
+    # the 4 × 256 Transformer: bases about 2 h, then about 2 h per seed of every row and task
     # (2 idle cores); fine-tuning inputs cut to 128 tokens (a choice example is 4 sequences)
     "small": dict(gpt_preset="small", corpus_plays=None, pretrain_steps=2000, context=256, vocab_size=2048,
                   batch=16, pretrain_lr=2e-3, lstm=dict(n_layer=1, d_model=256), lstm_steps=2000, lstm_lr=5e-3,
@@ -199,7 +199,12 @@ def summarise(values):
 
 
 def _cell(s):
-    return "–" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+    """mean ± sample std in %; a single value (one seed so far, or the constant-answer floor) has no spread."""
+    if s is None:
+        return "–"
+    if len(s["values"]) < 2:
+        return f"{100 * s['mean']:.1f}"
+    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
 
 def majority_baseline(task: str, test) -> float:
@@ -369,7 +374,7 @@ def main(argv=None) -> int:
         return "n/a" if v is None else f"{v:.3f}"
 
     header = (f"GPT-1 Table-5-style ablation, preset `{name}`: {partial}test accuracy in % (mean ± sample std over "
-              f"seeds {p['seeds']}); base GPT `{p['gpt_preset']}` (val loss {loss(info['gpt_val_loss'])}), "
+              f"seeds {p['seeds']}; a cell without ± has one seed so far); base GPT `{p['gpt_preset']}` (val loss {loss(info['gpt_val_loss'])}), "
               f"LSTM {p['lstm']} (val loss {loss(info['lstm_val_loss'])}), pre-trained on "
               f"{len(bases['info']['corpus_plays'])} train-split plays; {p['epochs']} epoch(s), lr {p['ft_lr']}, "
               f"batch {p['ft_batch']}; {time.time() - t_start:.0f}s in all.")
