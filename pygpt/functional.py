@@ -299,15 +299,18 @@ class Tanh(Function):
         return (g * (1 - self.out * self.out),)
 
 
+def _sigmoid_arr(a):
+    """σ(a) on an array, stable on both tails: σ(a) = ½(1 + tanh(a/2)) (Sigmoid, LSTMSequence)."""
+    return 0.5 * (1 + _xp(a).tanh(0.5 * a))
+
+
 class Sigmoid(Function):
     """σ(a) = 1 / (1 + exp(-a));  da = g σ (1 - σ)"""
 
     name = "sigmoid"
 
     def forward(self, a):
-        xp = _xp(a)
-        # stable on both tails: σ(a) = ½(1 + tanh(a/2))
-        self.out = 0.5 * (1 + xp.tanh(0.5 * a))
+        self.out = _sigmoid_arr(a)
         return self.out
 
     def backward(self, g):
@@ -860,10 +863,6 @@ def linear(x, weight, bias=None) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # recurrence
 # --------------------------------------------------------------------------------------------
-
-
-def _sigmoid_arr(a):
-    return 0.5 * (1 + _xp(a).tanh(0.5 * a))  # stable on both tails, as Sigmoid
 
 
 class LSTMSequence(Function):
