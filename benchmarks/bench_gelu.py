@@ -4,7 +4,8 @@ GELU is memory-bound, so the figure of merit is bytes moved per second:
     copy      2 n 4 bytes  (read src, write dst)
     forward   2 n 4 bytes  (read x, write y)
     backward  3 n 4 bytes  (read x, dy; write dx)
-Each row is the median of --repeats timed calls after one warm-up call, on preallocated buffers
+Each row is the median of --repeats timed calls after one warm-up call, on preallocated buffers;
+the cases take turns (one call each per round), so noise from other tenants hits all rows alike
 (torch "alloc" rows are the usual allocating calls: F.gelu and autograd, which fault fresh memory in).
 All kernels use the same thread count (pygpt._C.num_threads(), torch.set_num_threads); np.copyto is
 NumPy's single-threaded memcpy, torch copy_ is multi-threaded. "np.exp" (NumPy's SIMD exp, one thread)
@@ -33,14 +34,19 @@ from pygpt import backend
 MiB = 1 << 20
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: page faults, thread pool start
-    times = []
+def median_seconds_interleaved(fns: list, repeats: int) -> list[float]:
+    """Median time of each callable over `repeats` rounds; each round calls every callable once, so a
+    slow spell of this shared machine (memory bandwidth moves with the neighbours' load) hits the copy
+    reference and the kernels alike instead of whichever case it happened to overlap."""
+    for fn in fns:
+        fn()  # warm-up: page faults, thread pool start
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def cpu_model() -> str:
@@ -109,8 +115,9 @@ def main() -> None:
 
     results = []  # one dict per (name, n)
     for n in sizes:
-        for name, nbytes, fn in cases(n, threads):
-            sec = median_seconds(fn, args.repeats)
+        named = list(cases(n, threads))
+        secs = median_seconds_interleaved([fn for _, _, fn in named], args.repeats)
+        for (name, nbytes, _), sec in zip(named, secs):
             results.append({"name": name, "n": n, "bytes": nbytes, "seconds": sec, "gbps": nbytes / sec / 1e9})
 
     names = list(dict.fromkeys(r["name"] for r in results))

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pygpt
+from cpu_variants import assert_variants_bit_identical
 from pygpt import backend
 
 _C = backend.native
@@ -221,6 +222,36 @@ def test_gelu_in_place_and_thread_count_give_identical_bits(dtype, approximate):
     assert dx1.tobytes() == dx3.tobytes()
 
 
+_ISA_CHILD = """
+import hashlib, numpy as np
+from pygpt import backend
+C = backend.native
+rng = np.random.default_rng(5)
+specials = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 10.03, 10.04, -10.03, -10.04, -10.05, 1e30, -1e30])
+h = hashlib.sha256()
+# 1001 elements (vector tails), and 4.2 Mi from an odd offset (over 16 MiB: streamed stores, peeled head)
+for n, offset in ((1001, 0), (4_400_001, 1)):
+    buf = (6 * rng.standard_normal(n + offset)).astype(np.float32)
+    buf[offset:offset + specials.size] = specials
+    x = buf[offset:]
+    dy = rng.standard_normal(n).astype(np.float32)
+    for approx in ("tanh", "none"):
+        out = np.empty(n + 1, np.float32)[offset:offset + n]  # misaligned like x
+        dx = np.empty_like(out)
+        C.gelu_forward(x, out, approx)
+        C.gelu_backward(x, dy, dx, approx)
+        h.update(out.tobytes() + dx.tobytes())
+print(C.build_info()["simd"], h.hexdigest())
+"""
+
+
+@needs_native
+def test_gelu_isa_variants_bit_identical():
+    # every variant (the hand-vectorised AVX2/AVX-512 loops, the baseline's scalar one with libm
+    # fmaf) must give the same bits
+    assert_variants_bit_identical(_ISA_CHILD)
+
+
 def _gelu_in_child(n):  # runs in a forked child: must neither hang nor crash
     x = np.linspace(-5, 5, n, dtype=np.float32)
     y = np.empty_like(x)
@@ -350,7 +381,7 @@ class TestBadArguments:
 
 @needs_native
 def test_gelu_tanh_float32_relative_error_dense_grid():
-    """float32 tanh form (own exp2 + one division): relative error <= 1e-5 vs float64 on 1e6 points in
+    """float32 tanh form (own exp2, explicit FMA, one division): relative error <= 1e-5 vs float64 on 1e6 points in
     [-40, 40], where the result is a normal number (x > -9.9; below, results under ~1e-36 flush to 0)
     and, for f', away from its root near x = -0.7518 (where any relative error is unbounded)."""
     x = np.linspace(-40, 40, 1_000_001).astype(np.float32)
@@ -361,5 +392,6 @@ def test_gelu_tanh_float32_relative_error_dense_grid():
     assert np.max(np.abs(y[keep] - f[keep]) / np.abs(f[keep])) <= 1e-5
     keep &= np.abs(x64 + 0.7517916) > 0.01
     assert np.max(np.abs(dx[keep] - df[keep]) / np.abs(df[keep])) <= 1e-5
-    assert np.all(y[x64 <= -10.03] == 0) and np.all(dx[x64 <= -10.03] == 0)  # exact limits, no NaN
+    # exact limits beyond the kernel's clamps (gelu_f32.inc: kLo = -10.05, kHi = 10.03), no NaN
+    assert np.all(y[x64 <= -10.05] == 0) and np.all(dx[x64 <= -10.05] == 0)
     assert np.all(y[x64 >= 10.03] == x[x64 >= 10.03]) and np.all(dx[x64 >= 10.03] == 1)

@@ -12,7 +12,7 @@ bool isa_supported(Isa isa) {
     if (isa == Isa::Baseline) return true;
 #if PYGPT_HAVE_X86_VARIANTS
     __builtin_cpu_init();
-    if (isa == Isa::Avx2) return __builtin_cpu_supports("avx2");
+    if (isa == Isa::Avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (isa == Isa::Avx512) return __builtin_cpu_supports("avx512f");
 #endif
     return false;

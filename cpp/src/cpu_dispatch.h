@@ -1,9 +1,10 @@
 // Private: which instruction-set variant of the CPU kernels runs.
 //
 // Kernels are compiled three times on x86-64 (GCC/Clang): for the baseline (SSE2), with
-// target("avx2") and with target("avx512f"). All variants do the same IEEE operations in the
-// same order (no FMA contraction: -ffp-contract=off), so they give bit-identical results; the
-// wider ones are only faster. The best variant the CPU supports is chosen when the library loads;
+// target("avx2,fma") and with target("avx512f"). All variants do the same IEEE operations in the
+// same order, so they give bit-identical results; the wider ones are only faster. The compiler never
+// contracts a*b+c into an FMA (-ffp-contract=off); a kernel that wants one calls std::fma, which is
+// correctly rounded everywhere (an instruction where the variant has FMA, libm's fmaf elsewhere). The best variant the CPU supports is chosen when the library loads;
 // PYGPT_ISA=baseline|avx2|avx512 caps it (for tests and comparisons).
 #pragma once
 
@@ -13,7 +14,7 @@ enum class Isa { Baseline = 0, Avx2 = 1, Avx512 = 2 };  // ordered: wider is lar
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PYGPT_HAVE_X86_VARIANTS 1
-#define PYGPT_TARGET_AVX2 __attribute__((target("avx2")))
+#define PYGPT_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define PYGPT_TARGET_AVX512 __attribute__((target("avx512f")))
 #else
 #define PYGPT_HAVE_X86_VARIANTS 0

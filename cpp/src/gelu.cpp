@@ -1,23 +1,25 @@
 // GELU forward/backward on the CPU. Formulas in pygpt/gelu.h.
 //
-// Tanh form, rewritten so that nothing cancels and nothing overflows: with u = k(x + c x^3),
-//   (1 + t)/2 = sigmoid(2u) =: s,   1 - t^2 = 4 s (1 - s),
-//   f  = x s,   f' = s + 2 x s (1 - s) k (1 + 3 c x^2).
-// With m = exp(-2|u|) in (0, 1] and r = 1/(1 + m):  s = r (u >= 0) or m r (u < 0), s (1 - s) = m r^2.
-// The exponential is our own (simd_math.h), so the loops vectorise without -ffast-math.
-// float (the hot path) uses base 2 directly: m = 2^a, a = -2k log2(e) |x| (1 + c x^2), from a
-// degree-5 polynomial for 2^f on [-1/2, 1/2] (Gelu::exp2_m: no Cody-Waite split, no separate
-// underflow test), and the forward is a single correctly rounded division f = num / (1 + m).
-// Relative error vs float64: <= 8.5e-6 on [-9.9, 40] (at most ~2 eps times the condition number
-// 1 + |x f'/f|: the large-|x| part is the rounding of a, which any float evaluation has).
+// float32 (the hot path): gelu_f32.inc, both forms written once over float and the x86 vector types
+// with explicit FMA, hand-vectorised here rather than by the compiler (GCC turns the clamps and
+// selects into compare + blend pairs, which cost more than max/min and a sign-bit blend):
+//   tanh: the signed form f = x / (1 + 2^a), a = -2u log2(e), one clamp pair, one division;
+//   erf:  Phi(-|x|) = e^(-x^2/2) PM(1/(1 + 0.4|x|)), one exponential shared with phi, one division.
+// Outputs of kStreamBytes and more are written with non-temporal stores, so the output's cache lines
+// are not read first; the results are the same.
 //
-// Erf form: Phi(x) = erfc(-x/sqrt 2)/2 keeps full relative accuracy for negative x, where
-// 1 + erf(x/sqrt 2) would cancel. float: own polynomials (vectorised); double: libm erfc/exp.
+// float64 (for checks), the structs below, compiler-vectorised:
+//   tanh: with u = k(x + c x^3), (1 + t)/2 = sigmoid(2u) =: s, 1 - t^2 = 4 s (1 - s),
+//         f = x s, f' = s + 2 x s (1 - s) k (1 + 3 c x^2); with m = exp(-2|u|) in (0, 1] and
+//         r = 1/(1 + m): s = r (u >= 0) or m r (u < 0), s (1 - s) = m r^2. Own exponential
+//         (simd_math.h), so the loop vectorises without -ffast-math.
+//   erf:  Phi(x) = erfc(-x/sqrt 2)/2 (libm erfc/exp) keeps full relative accuracy for x < 0, where
+//         1 + erf(x/sqrt 2) would cancel.
+// Both are evaluated in |x| (one clamp) and the sign applied at the end; beyond the clamp the
+// results are the exact limits (f = x or -0, f' = 1 or 0), so +-inf never meets inf * 0.
 //
-// Both forms are evaluated in |x| (one clamp, tanh_clamp / erf_clamp) and the sign applied at the
-// end; beyond the clamp the results are the exact limits (f = x or -0, f' = 1 or 0), so +-inf
-// never meets inf * 0. The element functions are branch-free; each block loop is compiled for
-// baseline x86-64, AVX2 and AVX-512 and picked at run time (cpu_dispatch.h), with identical bits.
+// Every loop is compiled for baseline x86-64, AVX2+FMA and AVX-512 and picked at run time
+// (cpu_dispatch.h), with identical bits.
 #include "pygpt/gelu.h"
 
 #include <cmath>
@@ -32,57 +34,33 @@
 #include "parallel_for.h"
 #include "simd_math.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
+
 namespace pygpt {
 namespace {
 
 constexpr int64_t kGrain = 1 << 15;  // elements per parallel chunk (128 KiB of float32)
 
 template <class T>
-struct Gelu {
+struct Gelu {  // float64 only (float32: gelu_f32.inc)
+    static_assert(std::is_same_v<T, double>);
     static constexpr T k = T(0.7978845608028654);           // sqrt(2/pi)
     static constexpr T c = T(0.044715);
     static constexpr T inv_sqrt2 = T(0.7071067811865476);    // 1/sqrt(2)
     static constexpr T inv_sqrt2pi = T(0.3989422804014327);  // 1/sqrt(2 pi)
-    // tanh form: at |x| = 30, 2|u| > 1900 so exp(-2|u|) == 0 in float and double.
-    // erf form: at |x| = 40, erfc(40/sqrt 2) and exp(-800) are 0 in float and double.
+    // tanh form: at |x| = 30, 2|u| > 1900 so exp(-2|u|) == 0.
+    // erf form: at |x| = 40, erfc(40/sqrt 2) and exp(-800) are 0.
     static constexpr T tanh_clamp = T(30);
     static constexpr T erf_clamp = T(40);
 
-    // ---- tanh form (vectorised) ----
+    // ---- tanh form ----
     // Written in |x| with one clamp, so GCC emits a single select for it; the sign is applied
     // at the end. v = |u|/k = |x| (1 + c x^2), m = exp(-2k v), r = 1/(1 + m):
     //   x >= 0:  s = r,      f' = r + w        w = 2k |x| (1 + 3c x^2) m r^2
     //   x <  0:  s = m r,    f' = m r - w
-    // float: m = 2^a with a = -2k log2(e) |x| (1 + c x^2) <= 0 (exp2_m below: no Cody-Waite split,
-    // a degree-5 polynomial, one division f = num / (1 + m)). |x| is clamped at tanh_clamp_f, where
-    // a is about -127: the exponent field of 2^round(a) is then 0, so m == 0 exactly and the
-    // results are the exact limits (f = x or -0, f' = 1 or 0) without a second clamp.
-    static constexpr float tanh_clamp_f = 10.03f;
-    static constexpr float a1 = 2.3022082f;    // 2k log2(e); a = xn (a1 + a2 x^2) with xn = -|x|
-    static constexpr float a2 = 0.10294324f;   // 2k log2(e) c
-    PYGPT_ALWAYS_INLINE static float exp2_m(float a) {  // 2^a for a in [-127.5, 0] or NaN
-        constexpr float shifter = 12582912.0f + 127.0f;   // 1.5 * 2^23 + bias
-        const float t = a + shifter;                       // round(a) + bias in the low bits
-        const float n = t - shifter;
-        const float f = a - n;                             // exact, |f| <= 1/2
-        const float scale = detail::bit_cast<float>(detail::bit_cast<uint32_t>(t) << 23);  // 2^n (0 at n = -127)
-        // 2^f, minimax relative error 7.5e-8 on [-1/2, 1/2]
-        float p = 0.00132764550f;
-        p = p * f + 0.00967554003f;
-        p = p * f + 0.0555071346f;
-        p = p * f + 0.240221202f;
-        p = p * f + 0.693146944f;
-        p = p * f + 1.00000012f;
-        return p * scale;
-    }
     PYGPT_ALWAYS_INLINE static T tanh_fwd(T x) {
-        if constexpr (std::is_same_v<T, float>) {
-            float xn = -std::fabs(x);
-            xn = xn < -tanh_clamp_f ? -tanh_clamp_f : xn;  // NaN passes through
-            const float m = exp2_m(xn * (a1 + a2 * (xn * xn)));
-            const float num = x >= 0.0f ? x : xn * m;  // s = 1/(1+m) or m/(1+m)
-            return num / (1.0f + m);
-        }
         const T ax = std::fabs(x);
         const T axc = ax > tanh_clamp ? tanh_clamp : ax;  // NaN passes through
         const T m = detail::exp_nonpositive(T(-2) * k * (axc * (T(1) + c * axc * axc)));
@@ -90,17 +68,6 @@ struct Gelu {
         return x >= T(0) ? x * r : -(axc * (m * r));
     }
     PYGPT_ALWAYS_INLINE static T tanh_bwd(T x, T dy) {
-        if constexpr (std::is_same_v<T, float>) {
-            float xn = -std::fabs(x);
-            xn = xn < -tanh_clamp_f ? -tanh_clamp_f : xn;
-            const float x2 = xn * xn;
-            const float m = exp2_m(xn * (a1 + a2 * x2));
-            const float r = 1.0f / (1.0f + m);
-            const float mr = m * r;
-            // wn = x z' s (1 - s) for x < 0, its negative for x >= 0: z' = 2k (1 + 3c x^2)
-            const float wn = (xn * (1.59576912f + 0.214064449f * x2)) * (mr * r);
-            return dy * (x >= 0.0f ? r - wn : mr + wn);
-        }
         const T ax = std::fabs(x);
         const T axc = ax > tanh_clamp ? tanh_clamp : ax;
         const T x2 = axc * axc;
@@ -130,34 +97,96 @@ struct Gelu {
         return dy * (x >= T(0) ? (T(1) - q) + xp : q - xp);
     }
     /// q = Phi(-a) = erfc(a/sqrt 2)/2 and p = phi(a) = exp(-a^2/2)/sqrt(2 pi), for a >= 0 (or NaN).
-    /// float: own polynomials (vectorised, from cpp/tools/fit_erf_float.py), z = a/sqrt 2:
-    ///   z < 1:   erf(z) = z PA(z^2),                    q = (1 - erf z)/2
-    ///   z >= 1:  erfc(z) = exp(-z^2) PB(t), t = 1/(1 + z/2),  q = erfc(z)/2
-    /// relative error of erf and erfc about 3e-7. double: libm erfc and exp.
     PYGPT_ALWAYS_INLINE static void normal_tail(T a, T& q, T& p) {
-        if constexpr (std::is_same_v<T, float>) {
-            const float z = a * 0.70710678f, w = z * z;
-            const float e = detail::exp_nonpositive(-w);  // exp(-a^2/2)
-            float pa = 7.85385771e-05f;
-            pa = pa * w - 0.000801019252f;
-            pa = pa * w + 0.00518832756f;
-            pa = pa * w - 0.0268538119f;
-            pa = pa * w + 0.112835851f;
-            pa = pa * w - 0.376126258f;
-            pa = pa * w + 1.12837917f;
-            const float t = 1.0f / (1.0f + 0.5f * z);
-            const float t2 = t * t, t4 = t2 * t2;  // Estrin: shorter dependency chain
-            const float b01 = -5.06244285e-06f + t * 0.282221636f, b23 = 0.28077238f + t * 0.254155891f;
-            const float b45 = 0.154118435f + t * 0.113395218f, b67 = 0.0150060041f + t * -0.178047699f;
-            const float pb = (b01 + t2 * b23) + t4 * ((b45 + t2 * b67) + t4 * 0.0788133621f);
-            q = z < 1.0f ? 0.5f - 0.5f * (z * pa) : 0.5f * (e * pb);
-            p = 0.398942280f * e;
-        } else {
-            q = T(0.5) * std::erfc(a * inv_sqrt2);
-            p = inv_sqrt2pi * std::exp(T(-0.5) * a * a);
-        }
+        q = T(0.5) * std::erfc(a * inv_sqrt2);
+        p = inv_sqrt2pi * std::exp(T(-0.5) * a * a);
     }
 };
+
+// ---- float32, both forms: gelu_f32.inc once per variant ----
+constexpr int64_t kStreamBytes = int64_t(16) << 20;  // outputs this large skip the cache (see top)
+
+namespace f32_baseline {
+#include "gelu_f32.inc"
+template <class Approx>
+void fwd(const float* x, float* y, int64_t n, bool /*stream*/) {
+    for (int64_t i = 0; i < n; ++i) y[i] = Approx::fwd(x[i]);
+}
+template <class Approx>
+void bwd(const float* x, const float* dy, float* dx, int64_t n, bool /*stream*/) {
+    for (int64_t i = 0; i < n; ++i) dx[i] = Approx::bwd(x[i], dy[i]);
+}
+}  // namespace f32_baseline
+
+#if PYGPT_HAVE_X86_VARIANTS && defined(__GNUC__) && !defined(__clang__)
+#define PYGPT_GELU_SIMD 1
+// One loop shape for both vector widths: peel scalars until the output is aligned (streaming stores
+// need it), then whole vectors, then the scalar tail; fence so other threads see streamed lines.
+#define PYGPT_GELU_F32_LOOPS(WIDTH, LOADU, STOREU, STREAM)                                        \
+    template <class Approx>                                                                       \
+    void fwd(const float* x, float* y, int64_t n, bool stream) {                                  \
+        int64_t i = 0;                                                                            \
+        if (stream) {                                                                             \
+            for (; i < n && reinterpret_cast<uintptr_t>(y + i) % (WIDTH * 4) != 0; ++i)           \
+                y[i] = Approx::fwd(x[i]);                                                         \
+            for (; i + WIDTH <= n; i += WIDTH) STREAM(y + i, Approx::fwd(LOADU(x + i)));          \
+        }                                                                                         \
+        for (; i + WIDTH <= n; i += WIDTH) STOREU(y + i, Approx::fwd(LOADU(x + i)));              \
+        for (; i < n; ++i) y[i] = Approx::fwd(x[i]);                                              \
+        if (stream) _mm_sfence();                                                                 \
+    }                                                                                             \
+    template <class Approx>                                                                       \
+    void bwd(const float* x, const float* dy, float* dx, int64_t n, bool stream) {                \
+        int64_t i = 0;                                                                            \
+        if (stream) {                                                                             \
+            for (; i < n && reinterpret_cast<uintptr_t>(dx + i) % (WIDTH * 4) != 0; ++i)          \
+                dx[i] = Approx::bwd(x[i], dy[i]);                                                 \
+            for (; i + WIDTH <= n; i += WIDTH)                                                    \
+                STREAM(dx + i, Approx::bwd(LOADU(x + i), LOADU(dy + i)));                         \
+        }                                                                                         \
+        for (; i + WIDTH <= n; i += WIDTH) STOREU(dx + i, Approx::bwd(LOADU(x + i), LOADU(dy + i))); \
+        for (; i < n; ++i) dx[i] = Approx::bwd(x[i], dy[i]);                                      \
+        if (stream) _mm_sfence();                                                                 \
+    }
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace f32_avx2 {
+PYGPT_ALWAYS_INLINE __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+PYGPT_ALWAYS_INLINE __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+PYGPT_ALWAYS_INLINE __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+PYGPT_ALWAYS_INLINE __m256 vabs(__m256 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+PYGPT_ALWAYS_INLINE __m256 vsel_neg(__m256 s, __m256 a, __m256 b) { return _mm256_blendv_ps(a, b, s); }
+PYGPT_ALWAYS_INLINE __m256 pow2_bits(__m256 t) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
+}
+#include "gelu_f32.inc"
+PYGPT_GELU_F32_LOOPS(8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_stream_ps)
+}  // namespace f32_avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace f32_avx512 {
+PYGPT_ALWAYS_INLINE __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+PYGPT_ALWAYS_INLINE __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+PYGPT_ALWAYS_INLINE __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+PYGPT_ALWAYS_INLINE __m512 vabs(__m512 a) { return _mm512_abs_ps(a); }
+PYGPT_ALWAYS_INLINE __m512 vsel_neg(__m512 s, __m512 a, __m512 b) {
+    const __m512i sign = _mm512_set1_epi32(int32_t(0x80000000u));
+    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(_mm512_castps_si512(s), sign), a, b);
+}
+PYGPT_ALWAYS_INLINE __m512 pow2_bits(__m512 t) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23));
+}
+#include "gelu_f32.inc"
+PYGPT_GELU_F32_LOOPS(16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_stream_ps)
+}  // namespace f32_avx512
+#pragma GCC pop_options
+#undef PYGPT_GELU_F32_LOOPS
+#else
+#define PYGPT_GELU_SIMD 0
+#endif
 
 // Block loops, compiled once per ISA variant (cpu_dispatch.h). Forward may run in place
 // (y == x), so no __restrict there: GCC versions the loop with a runtime overlap check.
@@ -188,8 +217,22 @@ PYGPT_GELU_LOOPS(avx512, PYGPT_TARGET_AVX512)
 #endif
 
 /// One block [0, n) of y = f(x) with the active ISA variant.
-template <class T>
-void fwd_block(const T* x, T* y, int64_t n, GeluApprox approx, detail::Isa isa) {
+void fwd_block(const float* x, float* y, int64_t n, GeluApprox approx, detail::Isa isa, bool stream) {
+    const bool tanh = approx == GeluApprox::Tanh;
+#if PYGPT_GELU_SIMD
+    if (isa == detail::Isa::Avx512)
+        return tanh ? f32_avx512::fwd<f32_avx512::TanhForm>(x, y, n, stream)
+                    : f32_avx512::fwd<f32_avx512::ErfForm>(x, y, n, stream);
+    if (isa == detail::Isa::Avx2)
+        return tanh ? f32_avx2::fwd<f32_avx2::TanhForm>(x, y, n, stream)
+                    : f32_avx2::fwd<f32_avx2::ErfForm>(x, y, n, stream);
+#endif
+    (void)isa;
+    return tanh ? f32_baseline::fwd<f32_baseline::TanhForm>(x, y, n, stream)
+                : f32_baseline::fwd<f32_baseline::ErfForm>(x, y, n, stream);
+}
+
+void fwd_block(const double* x, double* y, int64_t n, GeluApprox approx, detail::Isa isa, bool /*stream*/) {
 #if PYGPT_HAVE_X86_VARIANTS
     if (isa == detail::Isa::Avx512) {
         if (approx == GeluApprox::Tanh) tanh_fwd_avx512(x, y, n);
@@ -208,8 +251,24 @@ void fwd_block(const T* x, T* y, int64_t n, GeluApprox approx, detail::Isa isa) 
 }
 
 /// One block [0, n) of dx = f'(x) dy with the active ISA variant.
-template <class T>
-void bwd_block(const T* x, const T* dy, T* dx, int64_t n, GeluApprox approx, detail::Isa isa) {
+void bwd_block(const float* x, const float* dy, float* dx, int64_t n, GeluApprox approx, detail::Isa isa,
+               bool stream) {
+    const bool tanh = approx == GeluApprox::Tanh;
+#if PYGPT_GELU_SIMD
+    if (isa == detail::Isa::Avx512)
+        return tanh ? f32_avx512::bwd<f32_avx512::TanhForm>(x, dy, dx, n, stream)
+                    : f32_avx512::bwd<f32_avx512::ErfForm>(x, dy, dx, n, stream);
+    if (isa == detail::Isa::Avx2)
+        return tanh ? f32_avx2::bwd<f32_avx2::TanhForm>(x, dy, dx, n, stream)
+                    : f32_avx2::bwd<f32_avx2::ErfForm>(x, dy, dx, n, stream);
+#endif
+    (void)isa;
+    return tanh ? f32_baseline::bwd<f32_baseline::TanhForm>(x, dy, dx, n, stream)
+                : f32_baseline::bwd<f32_baseline::ErfForm>(x, dy, dx, n, stream);
+}
+
+void bwd_block(const double* x, const double* dy, double* dx, int64_t n, GeluApprox approx, detail::Isa isa,
+               bool /*stream*/) {
 #if PYGPT_HAVE_X86_VARIANTS
     if (isa == detail::Isa::Avx512) {
         if (approx == GeluApprox::Tanh) tanh_bwd_avx512(x, dy, dx, n);
@@ -244,7 +303,9 @@ void forward_impl(const T* x, T* y, int64_t n, GeluApprox approx) {
     check_args("gelu_forward", n, {{"x", x}, {"y", y}});
     check_approx("gelu_forward", approx);
     const detail::Isa isa = detail::active_isa();
-    detail::parallel_chunks(n, kGrain, [&](int64_t b, int64_t e) { fwd_block(x + b, y + b, e - b, approx, isa); });
+    const bool stream = n * int64_t(sizeof(T)) >= kStreamBytes;
+    detail::parallel_chunks(n, kGrain,
+                            [&](int64_t b, int64_t e) { fwd_block(x + b, y + b, e - b, approx, isa, stream); });
 }
 
 template <class T>
@@ -252,8 +313,10 @@ void backward_impl(const T* x, const T* dy, T* dx, int64_t n, GeluApprox approx)
     check_args("gelu_backward", n, {{"x", x}, {"dy", dy}, {"dx", dx}});
     check_approx("gelu_backward", approx);
     const detail::Isa isa = detail::active_isa();
-    detail::parallel_chunks(n, kGrain,
-                            [&](int64_t b, int64_t e) { bwd_block(x + b, dy + b, dx + b, e - b, approx, isa); });
+    const bool stream = n * int64_t(sizeof(T)) >= kStreamBytes;
+    detail::parallel_chunks(n, kGrain, [&](int64_t b, int64_t e) {
+        bwd_block(x + b, dy + b, dx + b, e - b, approx, isa, stream);
+    });
 }
 
 }  // namespace

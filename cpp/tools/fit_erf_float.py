@@ -1,11 +1,12 @@
-"""Fit the float32 erf/erfc polynomials used by the vectorised erf-form GELU (cpp/src/gelu.cpp).
+"""Fit the float32 polynomial of the erf-form GELU (cpp/src/gelu_f32.inc).
 
-    erf(z)  = z * PA(z^2)                          |z| < 1,  PA of degree 6 in w = z^2
-    erfc(z) = exp(-z^2) * PB(t),  t = 1/(1 + z/2)   1 <= z <= 9.5, PB of degree 8 in t
+    Phi(-a) = 2^(-a^2 / (2 ln 2)) * PM(t),   t = 1/(1 + 0.4 a),   0 <= a <= 13.27
 
-Both are fitted for *relative* error: weighted least squares on Chebyshev nodes, reweighted
-(Lawson's iteration) towards minimax, against mpmath at 40 digits. Prints C++ initialisers and the
-relative error of the float64 polynomial and of float32 Horner evaluation with float32 coefficients.
+PM(t) = Phi(-a) exp(a^2/2) (the Mills ratio over sqrt(2 pi)) is smooth and bounded on the whole range,
+so one polynomial of degree 8 covers it, and the exponential is the one phi(a) needs anyway. Fitted for
+*relative* error: weighted least squares on Chebyshev nodes, reweighted (Lawson's iteration) towards
+minimax, against mpmath at 40 digits. Prints the C++ initialiser and the relative error of the float64
+polynomial and of float32 Horner evaluation with float32 coefficients.
 
     python cpp/tools/fit_erf_float.py      (needs numpy and mpmath)
 """
@@ -42,7 +43,13 @@ def show(name, c):
     print(f"{name} (c0 first): {{" + ", ".join(f"{v:.9g}f" for v in c) + "}")
 
 
-print("PA: erf(z)/z in w = z^2 on [0, 1]")
-show("PA", fit(lambda w: mp.erf(mp.sqrt(w)) / mp.sqrt(w) if w > 0 else 2 / mp.sqrt(mp.pi), 0.0, 1.0, 6))
-print("PB: erfc(z) exp(z^2) in t = 1/(1 + z/2) on z in [1, 9.5]")
-show("PB", fit(lambda t: mp.erfc(2 / t - 2) * mp.exp((2 / t - 2) ** 2), 1 / (1 + 9.5 / 2), 1 / (1 + 1 / 2), 8))
+C_T, A_MAX = 0.4, 13.27  # a beyond A_MAX: 2^(-a^2/(2 ln 2)) rounds to 0 in the kernel (exponent < -127)
+
+
+def mills(t):
+    a = (1 / t - 1) / C_T
+    return mp.erfc(a / mp.sqrt(2)) / 2 * mp.exp(a * a / 2)
+
+
+print(f"PM: Phi(-a) exp(a^2/2) in t = 1/(1 + {C_T} a) on a in [0, {A_MAX}]")
+show("PM", fit(mills, 1 / (1 + C_T * A_MAX), 1.0, 8))
