@@ -16,22 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
+
 using namespace pygpt::bpe;
-
-static int g_failed = 0, g_checks = 0;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        ++g_checks;                                                       \
-        if (!(cond)) {                                                    \
-            ++g_failed;                                                   \
-            if (g_failed <= 30) {                                         \
-                std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-                std::fprintf(stderr, __VA_ARGS__);                        \
-                std::fprintf(stderr, "\n");                               \
-            }                                                             \
-        }                                                                 \
-    } while (0)
 
 template <class F>
 static bool throws_invalid(F&& f) {
@@ -305,6 +292,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "unexpected exception: %s\n", e.what());
         return 1;
     }
-    std::printf("%d checks, %d failed\n", g_checks, g_failed);
-    return g_failed ? 1 : 0;
+    return check_summary();
 }

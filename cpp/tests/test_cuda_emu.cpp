@@ -25,23 +25,10 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
+
 namespace emu = pygpt::cuda_emu;
 using pygpt::GeluApprox;
-
-static int g_failed = 0, g_checks = 0;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        ++g_checks;                                                           \
-        if (!(cond)) {                                                        \
-            ++g_failed;                                                       \
-            if (g_failed <= 30) {                                             \
-                std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);     \
-                std::fprintf(stderr, __VA_ARGS__);                            \
-                std::fprintf(stderr, "\n");                                   \
-            }                                                                 \
-        }                                                                     \
-    } while (0)
 
 template <class T>
 static std::vector<T> randn(size_t n, unsigned seed, double scale = 1.0) {
@@ -487,6 +474,5 @@ int main() {
     check_bad_arguments();
     std::printf("attention: %d cases, worst relative error %.3g (float32 kernel vs the CPU kernel in double)\n",
                 g_attn_cases, g_attn_worst);
-    std::printf("%d checks, %d failed\n", g_checks, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return check_summary();
 }

@@ -21,23 +21,10 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
+
 using pygpt::GeluApprox;
 using LD = long double;
-
-static int g_failed = 0, g_checks = 0;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        ++g_checks;                                              \
-        if (!(cond)) {                                           \
-            ++g_failed;                                          \
-            if (g_failed <= 20) {                                \
-                std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-                std::fprintf(stderr, __VA_ARGS__);               \
-                std::fprintf(stderr, "\n");                      \
-            }                                                    \
-        }                                                        \
-    } while (0)
 
 // ---- long-double reference ----
 static const LD kK = std::sqrt(LD(2) / LD(3.14159265358979323846264338327950288L));
@@ -452,6 +439,5 @@ int main() {
     check_step_kernels_reference();
     check_step_kernels_identical();
     check_step_kernels_bad_arguments();
-    std::printf("%d passed, %d failed\n", g_checks - g_failed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return check_summary();
 }
