@@ -227,7 +227,10 @@ import hashlib, numpy as np
 from pygpt import backend
 C = backend.native
 rng = np.random.default_rng(5)
-specials = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 10.03, 10.04, -10.03, -10.04, -10.05, 1e30, -1e30])
+neg_nan = np.array([0xFFC00000], np.uint32).view(np.float32)[0]  # x86's default NaN has the sign bit set
+specials = np.array([np.inf, -np.inf, np.nan, neg_nan, 0.0, -0.0, 10.03, 10.04, -10.03, -10.04, -10.05,
+                     13.27, -13.27, 1e30, -1e30, 3.4028235e38, -3.4028235e38, 1e-40, -1e-40, 1e-45],
+                    np.float32)
 h = hashlib.sha256()
 # 1001 elements (vector tails), and 4.2 Mi from an odd offset (over 16 MiB: streamed stores, peeled head)
 for n, offset in ((1001, 0), (4_400_001, 1)):
@@ -235,11 +238,15 @@ for n, offset in ((1001, 0), (4_400_001, 1)):
     buf[offset:offset + specials.size] = specials
     x = buf[offset:]
     dy = rng.standard_normal(n).astype(np.float32)
+    dy[:4] = (np.nan, neg_nan, np.inf, 0.0)
     for approx in ("tanh", "none"):
         out = np.empty(n + 1, np.float32)[offset:offset + n]  # misaligned like x
         dx = np.empty_like(out)
         C.gelu_forward(x, out, approx)
         C.gelu_backward(x, dy, dx, approx)
+        z = x.copy()
+        C.gelu_forward(z, z, approx)  # in place
+        assert z.tobytes() == out.tobytes()
         h.update(out.tobytes() + dx.tobytes())
 print(C.build_info()["simd"], h.hexdigest())
 """

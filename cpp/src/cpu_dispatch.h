@@ -4,7 +4,8 @@
 // target("avx2,fma") and with target("avx512f"). All variants do the same IEEE operations in the
 // same order, so they give bit-identical results; the wider ones are only faster. The compiler never
 // contracts a*b+c into an FMA (-ffp-contract=off); a kernel that wants one calls std::fma, which is
-// correctly rounded everywhere (an instruction where the variant has FMA, libm's fmaf elsewhere). The best variant the CPU supports is chosen when the library loads;
+// correctly rounded everywhere (an instruction where the variant has FMA, libm's fmaf elsewhere:
+// the same bits, slower). The best variant the CPU supports is chosen when the library loads;
 // PYGPT_ISA=baseline|avx2|avx512 caps it (for tests and comparisons).
 #pragma once
 

@@ -6,7 +6,9 @@
 //   tanh: the signed form f = x / (1 + 2^a), a = -2u log2(e), one clamp pair, one division;
 //   erf:  Phi(-|x|) = e^(-x^2/2) PM(1/(1 + 0.4|x|)), one exponential shared with phi, one division.
 // Outputs of kStreamBytes and more are written with non-temporal stores, so the output's cache lines
-// are not read first; the results are the same.
+// are not read first; the results are the same. The baseline (SSE2) variant runs the float code
+// with libm's fmaf calls: the same bits, several times slower; it serves CPUs without AVX2+FMA,
+// non-x86 builds (where std::fma is an instruction) and PYGPT_ISA=baseline.
 //
 // float64 (for checks), the structs below, compiler-vectorised:
 //   tanh: with u = k(x + c x^3), (1 + t)/2 = sigmoid(2u) =: s, 1 - t^2 = 4 s (1 - s),
@@ -34,7 +36,7 @@
 #include "parallel_for.h"
 #include "simd_math.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if PYGPT_HAVE_X86_VARIANTS
 #include <immintrin.h>
 #endif
 
@@ -106,6 +108,7 @@ struct Gelu {  // float64 only (float32: gelu_f32.inc)
 // ---- float32, both forms: gelu_f32.inc once per variant ----
 constexpr int64_t kStreamBytes = int64_t(16) << 20;  // outputs this large skip the cache (see top)
 
+#define F32_INLINE PYGPT_ALWAYS_INLINE
 namespace f32_baseline {
 #include "gelu_f32.inc"
 template <class Approx>
@@ -117,14 +120,14 @@ void bwd(const float* x, const float* dy, float* dx, int64_t n, bool /*stream*/)
     for (int64_t i = 0; i < n; ++i) dx[i] = Approx::bwd(x[i], dy[i]);
 }
 }  // namespace f32_baseline
+#undef F32_INLINE
 
-#if PYGPT_HAVE_X86_VARIANTS && defined(__GNUC__) && !defined(__clang__)
-#define PYGPT_GELU_SIMD 1
+#if PYGPT_HAVE_X86_VARIANTS
 // One loop shape for both vector widths: peel scalars until the output is aligned (streaming stores
 // need it), then whole vectors, then the scalar tail; fence so other threads see streamed lines.
-#define PYGPT_GELU_F32_LOOPS(WIDTH, LOADU, STOREU, STREAM)                                        \
+#define PYGPT_GELU_F32_LOOPS(TARGET, WIDTH, LOADU, STOREU, STREAM)                                \
     template <class Approx>                                                                       \
-    void fwd(const float* x, float* y, int64_t n, bool stream) {                                  \
+    TARGET void fwd(const float* x, float* y, int64_t n, bool stream) {                           \
         int64_t i = 0;                                                                            \
         if (stream) {                                                                             \
             for (; i < n && reinterpret_cast<uintptr_t>(y + i) % (WIDTH * 4) != 0; ++i)           \
@@ -136,7 +139,7 @@ void bwd(const float* x, const float* dy, float* dx, int64_t n, bool /*stream*/)
         if (stream) _mm_sfence();                                                                 \
     }                                                                                             \
     template <class Approx>                                                                       \
-    void bwd(const float* x, const float* dy, float* dx, int64_t n, bool stream) {                \
+    TARGET void bwd(const float* x, const float* dy, float* dx, int64_t n, bool stream) {         \
         int64_t i = 0;                                                                            \
         if (stream) {                                                                             \
             for (; i < n && reinterpret_cast<uintptr_t>(dx + i) % (WIDTH * 4) != 0; ++i)          \
@@ -149,43 +152,37 @@ void bwd(const float* x, const float* dy, float* dx, int64_t n, bool /*stream*/)
         if (stream) _mm_sfence();                                                                 \
     }
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#define F32_INLINE PYGPT_ALWAYS_INLINE PYGPT_TARGET_AVX2
 namespace f32_avx2 {
-PYGPT_ALWAYS_INLINE __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
-PYGPT_ALWAYS_INLINE __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
-PYGPT_ALWAYS_INLINE __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-PYGPT_ALWAYS_INLINE __m256 vabs(__m256 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
-PYGPT_ALWAYS_INLINE __m256 vsel_neg(__m256 s, __m256 a, __m256 b) { return _mm256_blendv_ps(a, b, s); }
-PYGPT_ALWAYS_INLINE __m256 pow2_bits(__m256 t) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
-}
+F32_INLINE __m256 splat_as(__m256 /*type*/, float c) { return _mm256_set1_ps(c); }
+F32_INLINE __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+F32_INLINE __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+F32_INLINE __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+F32_INLINE __m256 vabs(__m256 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+F32_INLINE __m256 vsel_neg(__m256 s, __m256 a, __m256 b) { return _mm256_blendv_ps(a, b, s); }
+F32_INLINE __m256 pow2_bits(__m256 t) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)); }
 #include "gelu_f32.inc"
-PYGPT_GELU_F32_LOOPS(8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_stream_ps)
+PYGPT_GELU_F32_LOOPS(PYGPT_TARGET_AVX2, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_stream_ps)
 }  // namespace f32_avx2
-#pragma GCC pop_options
+#undef F32_INLINE
 
-#pragma GCC push_options
-#pragma GCC target("avx512f")
+#define F32_INLINE PYGPT_ALWAYS_INLINE PYGPT_TARGET_AVX512
 namespace f32_avx512 {
-PYGPT_ALWAYS_INLINE __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
-PYGPT_ALWAYS_INLINE __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
-PYGPT_ALWAYS_INLINE __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
-PYGPT_ALWAYS_INLINE __m512 vabs(__m512 a) { return _mm512_abs_ps(a); }
-PYGPT_ALWAYS_INLINE __m512 vsel_neg(__m512 s, __m512 a, __m512 b) {
+F32_INLINE __m512 splat_as(__m512 /*type*/, float c) { return _mm512_set1_ps(c); }
+F32_INLINE __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+F32_INLINE __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+F32_INLINE __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+F32_INLINE __m512 vabs(__m512 a) { return _mm512_abs_ps(a); }
+F32_INLINE __m512 vsel_neg(__m512 s, __m512 a, __m512 b) {
     const __m512i sign = _mm512_set1_epi32(int32_t(0x80000000u));
     return _mm512_mask_blend_ps(_mm512_test_epi32_mask(_mm512_castps_si512(s), sign), a, b);
 }
-PYGPT_ALWAYS_INLINE __m512 pow2_bits(__m512 t) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23));
-}
+F32_INLINE __m512 pow2_bits(__m512 t) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)); }
 #include "gelu_f32.inc"
-PYGPT_GELU_F32_LOOPS(16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_stream_ps)
+PYGPT_GELU_F32_LOOPS(PYGPT_TARGET_AVX512, 16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_stream_ps)
 }  // namespace f32_avx512
-#pragma GCC pop_options
+#undef F32_INLINE
 #undef PYGPT_GELU_F32_LOOPS
-#else
-#define PYGPT_GELU_SIMD 0
 #endif
 
 // Block loops, compiled once per ISA variant (cpu_dispatch.h). Forward may run in place
@@ -219,7 +216,7 @@ PYGPT_GELU_LOOPS(avx512, PYGPT_TARGET_AVX512)
 /// One block [0, n) of y = f(x) with the active ISA variant.
 void fwd_block(const float* x, float* y, int64_t n, GeluApprox approx, detail::Isa isa, bool stream) {
     const bool tanh = approx == GeluApprox::Tanh;
-#if PYGPT_GELU_SIMD
+#if PYGPT_HAVE_X86_VARIANTS
     if (isa == detail::Isa::Avx512)
         return tanh ? f32_avx512::fwd<f32_avx512::TanhForm>(x, y, n, stream)
                     : f32_avx512::fwd<f32_avx512::ErfForm>(x, y, n, stream);
@@ -254,7 +251,7 @@ void fwd_block(const double* x, double* y, int64_t n, GeluApprox approx, detail:
 void bwd_block(const float* x, const float* dy, float* dx, int64_t n, GeluApprox approx, detail::Isa isa,
                bool stream) {
     const bool tanh = approx == GeluApprox::Tanh;
-#if PYGPT_GELU_SIMD
+#if PYGPT_HAVE_X86_VARIANTS
     if (isa == detail::Isa::Avx512)
         return tanh ? f32_avx512::bwd<f32_avx512::TanhForm>(x, dy, dx, n, stream)
                     : f32_avx512::bwd<f32_avx512::ErfForm>(x, dy, dx, n, stream);
