@@ -39,6 +39,10 @@ def test_report_builds_the_table_from_progress_records(tool, tmp_path, capsys):
         f.write(json.dumps({"kind": "fewshot", "task": "entail", "row": None, "seed": 0, "k": 0, "settings": key,
                             "result": {"accuracy": 0.25, "n": 4, "mean_shots_used": 0.0,
                                        "truncated_candidates": 0}}) + "\n")
+        for seed, (a, used) in enumerate([(0.5, 1.0), (0.3, 0.5)]):  # k=1 asked, not always fitted
+            f.write(json.dumps({"kind": "fewshot", "task": "entail", "row": None, "seed": seed, "k": 1,
+                                "settings": key, "result": {"accuracy": a, "n": 4, "mean_shots_used": used,
+                                                            "truncated_candidates": 0}}) + "\n")
         # a record made with other settings is ignored
         f.write(json.dumps({"kind": "ft", "task": "entail", "row": "lstm", "seed": 0, "k": None,
                             "settings": key + "x", "result": dict(res, row="lstm")}) + "\n")
@@ -51,7 +55,10 @@ def test_report_builds_the_table_from_progress_records(tool, tmp_path, capsys):
     assert lines[tool.ROW_NAMES["full"]].endswith(f"| 60.0 ± {sd:.1f} |")
     assert lines[tool.ROW_NAMES["no_aux"]].endswith("| 40.0 |")  # one seed: no spread shown
     assert tool.ROW_NAMES["lstm"] not in lines
-    assert any(name.endswith("0-shot prompting") and ln.endswith("| 25.0 |") for name, ln in lines.items())
+    assert any(name.endswith("0-shot prompting") and ln.endswith("| 25.0 (0.0) |") for name, ln in lines.items())
+    sd1 = 100 * statistics.stdev([0.5, 0.3])
+    assert any(name.endswith("1-shot prompting") and ln.endswith(f"| 40.0 ± {sd1:.1f} (0.8) |")
+               for name, ln in lines.items())
     doc = json.loads((tmp_path / "ablation.json").read_text())
     assert doc["table"]["full"]["entail"]["values"] == [0.5, 0.7]
     assert 0.5 <= doc["table"]["majority"]["entail"]["mean"] <= 1.0

@@ -199,12 +199,15 @@ def summarise(values):
 
 
 def _cell(s):
-    """mean ± sample std in %; a single value (one seed so far, or the constant-answer floor) has no spread."""
+    """mean ± sample std in %; a single value (one seed so far, or the constant-answer floor) has no spread.
+    Prompting cells add, in brackets, how many demonstrations fitted in the context on average: k is what
+    was asked for, and a long task at a short context fits fewer."""
     if s is None:
         return "–"
-    if len(s["values"]) < 2:
-        return f"{100 * s['mean']:.1f}"
-    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+    text = f"{100 * s['mean']:.1f}" if len(s["values"]) < 2 else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+    if "shots_used" in s:
+        text += f" ({s['shots_used']:.1f})"
+    return text
 
 
 def majority_baseline(task: str, test) -> float:
@@ -234,6 +237,8 @@ def make_table(runs, fewshot, shots, tasks, baseline=None) -> tuple[dict, str]:
         for task in tasks:
             sel = [x for x in fewshot if x["k"] == k and x["task"] == task]
             table[key][task] = summarise([x["accuracy"] for x in sel])
+            if table[key][task] is not None:  # demonstrations that fit in the context, mean per query
+                table[key][task]["shots_used"] = statistics.fmean(x["mean_shots_used"] for x in sel)
             if task == "classify":
                 table[key]["classify_f1"] = None
     cols = []
@@ -374,7 +379,8 @@ def main(argv=None) -> int:
         return "n/a" if v is None else f"{v:.3f}"
 
     header = (f"GPT-1 Table-5-style ablation, preset `{name}`: {partial}test accuracy in % (mean ± sample std over "
-              f"seeds {p['seeds']}; a cell without ± has one seed so far); base GPT `{p['gpt_preset']}` (val loss {loss(info['gpt_val_loss'])}), "
+              f"seeds {p['seeds']}; a cell without ± has one seed so far; prompting cells: (mean demonstrations "
+              f"that fitted in the context)); base GPT `{p['gpt_preset']}` (val loss {loss(info['gpt_val_loss'])}), "
               f"LSTM {p['lstm']} (val loss {loss(info['lstm_val_loss'])}), pre-trained on "
               f"{len(bases['info']['corpus_plays'])} train-split plays; {p['epochs']} epoch(s), lr {p['ft_lr']}, "
               f"batch {p['ft_batch']}; {time.time() - t_start:.0f}s in all.")
