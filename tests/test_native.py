@@ -388,9 +388,9 @@ class TestBadArguments:
 
 @needs_native
 def test_gelu_tanh_float32_relative_error_dense_grid():
-    """float32 tanh form (own exp2, explicit FMA, one division): relative error <= 1e-5 vs float64 on 1e6 points in
-    [-40, 40], where the result is a normal number (x > -9.9; below, results under ~1e-36 flush to 0)
-    and, for f', away from its root near x = -0.7518 (where any relative error is unbounded)."""
+    """float32 tanh form (own exp2, explicit FMA, one division): relative error <= 1e-5 vs float64 on
+    1e6 points in [-40, 40], where the result is a normal number (x > -9.9; below, results under ~1e-36
+    flush to 0) and, for f', away from its root near x = -0.7518 (where any relative error is unbounded)."""
     x = np.linspace(-40, 40, 1_000_001).astype(np.float32)
     y, dx = run_kernels(x, np.ones_like(x), "tanh")
     x64 = x.astype(np.float64)

@@ -188,8 +188,8 @@ PYGPT_GELU_F32_LOOPS(PYGPT_TARGET_AVX512, 16, _mm512_loadu_ps, _mm512_storeu_ps,
 #undef PYGPT_GELU_F32_LOOPS
 #endif
 
-// Block loops, compiled once per ISA variant (cpu_dispatch.h). Forward may run in place
-// (y == x), so no __restrict there: GCC versions the loop with a runtime overlap check.
+// float64 block loops (Gelu<double>), compiled once per ISA variant (cpu_dispatch.h). Forward may
+// run in place (y == x), so no __restrict there: GCC versions the loop with a runtime overlap check.
 #define PYGPT_GELU_LOOPS(ISA, ATTR)                                                            \
     template <class T>                                                                         \
     ATTR void tanh_fwd_##ISA(const T* x, T* y, int64_t n) {                                    \
