@@ -8,10 +8,12 @@
 // Outputs of kStreamBytes and more are written with non-temporal stores, so the output's cache lines
 // are not read first; the results are the same. The baseline (SSE2) variant runs the float code
 // with libm's fmaf calls: the same bits, several times slower; it serves CPUs without AVX2+FMA,
-// non-x86 builds (where std::fma is an instruction) and PYGPT_ISA=baseline. Built with clang (checked
-// with `zig c++` 0.17 on 4.4 Mi inputs and the specials) the results equal GCC's bit for bit, except
-// the sign of the NaN that a negative NaN gives in the erf forward (x86 keeps the first operand's NaN,
-// and the compilers order that multiply's operands differently).
+// non-x86 builds (where std::fma is an instruction) and PYGPT_ISA=baseline. "Same bits" means every
+// number; a NaN input gives a NaN whose sign is not specified: where two NaNs of opposite sign meet
+// in a multiply (a negative NaN into the erf forward), x86 keeps the first operand's, and compilers
+// order a multiply's operands as they like (clang differs from GCC there; so can GCC from one
+// version of the surrounding code to the next). Checked with clang (`zig c++` 0.17, 4.4 Mi inputs
+// and the specials): every number the same as GCC's.
 //
 // float64 (for checks), the structs below, compiler-vectorised:
 //   tanh: with u = k(x + c x^3), (1 + t)/2 = sigmoid(2u) =: s, 1 - t^2 = 4 s (1 - s),
@@ -127,30 +129,49 @@ void bwd(const float* x, const float* dy, float* dx, int64_t n, bool /*stream*/)
 
 #if PYGPT_HAVE_X86_VARIANTS
 // One loop shape for both vector widths: peel scalars until the output is aligned (streaming stores
-// need it), then whole vectors, then the scalar tail; fence so other threads see streamed lines.
+// need it), then whole vectors, software-pipelined (prep of the next vector before finish of this
+// one; see gelu_f32.inc), then the scalar tail; fence so other threads see streamed lines. prep
+// reads ahead of the store, so the forward may run in place.
 #define PYGPT_GELU_F32_LOOPS(TARGET, WIDTH, LOADU, STOREU, STREAM)                                \
+    TARGET PYGPT_ALWAYS_INLINE void store(float* p, decltype(LOADU(p)) v, bool stream) {          \
+        if (stream) STREAM(p, v);                                                                 \
+        else STOREU(p, v);                                                                        \
+    }                                                                                             \
     template <class Approx>                                                                       \
     TARGET void fwd(const float* x, float* y, int64_t n, bool stream) {                           \
         int64_t i = 0;                                                                            \
-        if (stream) {                                                                             \
+        if (stream)                                                                               \
             for (; i < n && reinterpret_cast<uintptr_t>(y + i) % (WIDTH * 4) != 0; ++i)           \
                 y[i] = Approx::fwd(x[i]);                                                         \
-            for (; i + WIDTH <= n; i += WIDTH) STREAM(y + i, Approx::fwd(LOADU(x + i)));          \
+        if (i + WIDTH <= n) {                                                                     \
+            auto state = Approx::fwd_prep(LOADU(x + i));                                          \
+            for (; i + 2 * WIDTH <= n; i += WIDTH) {                                              \
+                const auto next = Approx::fwd_prep(LOADU(x + i + WIDTH));                         \
+                store(y + i, Approx::fwd_finish(state), stream);                                  \
+                state = next;                                                                     \
+            }                                                                                     \
+            store(y + i, Approx::fwd_finish(state), stream);                                      \
+            i += WIDTH;                                                                           \
         }                                                                                         \
-        for (; i + WIDTH <= n; i += WIDTH) STOREU(y + i, Approx::fwd(LOADU(x + i)));              \
         for (; i < n; ++i) y[i] = Approx::fwd(x[i]);                                              \
         if (stream) _mm_sfence();                                                                 \
     }                                                                                             \
     template <class Approx>                                                                       \
     TARGET void bwd(const float* x, const float* dy, float* dx, int64_t n, bool stream) {         \
         int64_t i = 0;                                                                            \
-        if (stream) {                                                                             \
+        if (stream)                                                                               \
             for (; i < n && reinterpret_cast<uintptr_t>(dx + i) % (WIDTH * 4) != 0; ++i)          \
                 dx[i] = Approx::bwd(x[i], dy[i]);                                                 \
-            for (; i + WIDTH <= n; i += WIDTH)                                                    \
-                STREAM(dx + i, Approx::bwd(LOADU(x + i), LOADU(dy + i)));                         \
+        if (i + WIDTH <= n) {                                                                     \
+            auto state = Approx::bwd_prep(LOADU(x + i));                                          \
+            for (; i + 2 * WIDTH <= n; i += WIDTH) {                                              \
+                const auto next = Approx::bwd_prep(LOADU(x + i + WIDTH));                         \
+                store(dx + i, Approx::bwd_finish(state, LOADU(dy + i)), stream);                  \
+                state = next;                                                                     \
+            }                                                                                     \
+            store(dx + i, Approx::bwd_finish(state, LOADU(dy + i)), stream);                      \
+            i += WIDTH;                                                                           \
         }                                                                                         \
-        for (; i + WIDTH <= n; i += WIDTH) STOREU(dx + i, Approx::bwd(LOADU(x + i), LOADU(dy + i))); \
         for (; i < n; ++i) dx[i] = Approx::bwd(x[i], dy[i]);                                      \
         if (stream) _mm_sfence();                                                                 \
     }
@@ -169,6 +190,12 @@ PYGPT_GELU_F32_LOOPS(PYGPT_TARGET_AVX2, 8, _mm256_loadu_ps, _mm256_storeu_ps, _m
 }  // namespace f32_avx2
 #undef F32_INLINE
 
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() (a self-initialised variable) as the
+// unused merge source of max/min/shift, which -Wmaybe-uninitialized reports at every use.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #define F32_INLINE PYGPT_ALWAYS_INLINE PYGPT_TARGET_AVX512
 namespace f32_avx512 {
 F32_INLINE __m512 splat_as(__m512 /*type*/, float c) { return _mm512_set1_ps(c); }
@@ -185,6 +212,9 @@ F32_INLINE __m512 pow2_bits(__m512 t) { return _mm512_castsi512_ps(_mm512_slli_e
 PYGPT_GELU_F32_LOOPS(PYGPT_TARGET_AVX512, 16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_stream_ps)
 }  // namespace f32_avx512
 #undef F32_INLINE
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #undef PYGPT_GELU_F32_LOOPS
 #endif
 
