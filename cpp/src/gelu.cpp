@@ -182,6 +182,7 @@ F32_INLINE __m256 splat_as(__m256 /*type*/, float c) { return _mm256_set1_ps(c);
 F32_INLINE __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
 F32_INLINE __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
 F32_INLINE __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+F32_INLINE __m256 vfms(__m256 a, __m256 b, __m256 c) { return _mm256_fmsub_ps(a, b, c); }
 F32_INLINE __m256 vabs(__m256 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
 F32_INLINE __m256 vsel_neg(__m256 s, __m256 a, __m256 b) { return _mm256_blendv_ps(a, b, s); }
 F32_INLINE __m256 pow2_bits(__m256 t) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)); }
@@ -202,6 +203,7 @@ F32_INLINE __m512 splat_as(__m512 /*type*/, float c) { return _mm512_set1_ps(c);
 F32_INLINE __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
 F32_INLINE __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
 F32_INLINE __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+F32_INLINE __m512 vfms(__m512 a, __m512 b, __m512 c) { return _mm512_fmsub_ps(a, b, c); }
 F32_INLINE __m512 vabs(__m512 a) { return _mm512_abs_ps(a); }
 F32_INLINE __m512 vsel_neg(__m512 s, __m512 a, __m512 b) {
     const __m512i sign = _mm512_set1_epi32(int32_t(0x80000000u));
