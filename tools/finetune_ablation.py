@@ -383,7 +383,8 @@ def main(argv=None) -> int:
               f"that fitted in the context)); base GPT `{p['gpt_preset']}` (val loss {loss(info['gpt_val_loss'])}), "
               f"LSTM {p['lstm']} (val loss {loss(info['lstm_val_loss'])}), pre-trained on "
               f"{len(bases['info']['corpus_plays'])} train-split plays; {p['epochs']} epoch(s), lr {p['ft_lr']}, "
-              f"batch {p['ft_batch']}; {time.time() - t_start:.0f}s in all.")
+              f"batch {p['ft_batch']}; the fine-tuning runs took {sum(r['seconds'] for r in runs) / 3600:.1f} h "
+              f"of wall time in all.")
     text = header + "\n\n" + md + "\n"
     print("\n" + text)
     doc = {"preset": name, "settings": p, "tasks": tasks, "bases": {k: str(v) for k, v in bases.items() if k != "info"},
