@@ -420,6 +420,6 @@ def test_gelu_erf_float32_relative_error_dense_grid():
     assert np.max(np.abs(y[keep] - f[keep]) / np.abs(f[keep])) <= 6e-6  # 5.1e-6 measured
     keep &= np.abs(x64 + 0.7517916) > 0.01
     assert np.max(np.abs(dx[keep] - df[keep]) / np.abs(df[keep])) <= 1e-5
-    # exact limits beyond the clamp (kErfClamp = 13.27): f = x or -0, f' = 1 or -0, no NaN
+    # exact limits beyond the clamp (kErfClamp = 13.27): f = x or -0, f' = 1 or 0, no NaN
     assert np.all(y[x64 <= -13.27] == 0) and np.all(dx[x64 <= -13.27] == 0)
     assert np.all(y[x64 >= 13.27] == x[x64 >= 13.27]) and np.all(dx[x64 >= 13.27] == 1)

@@ -130,8 +130,9 @@ void bwd(const float* x, const float* dy, float* dx, int64_t n, bool /*stream*/)
 #if PYGPT_HAVE_X86_VARIANTS
 // One loop shape for both vector widths: peel scalars until the output is aligned (streaming stores
 // need it), then whole vectors, software-pipelined (prep of the next vector before finish of this
-// one; see gelu_f32.inc), then the scalar tail; fence so other threads see streamed lines. prep
-// reads ahead of the store, so the forward may run in place.
+// one; see gelu_f32.inc), then the scalar tail; fence so other threads see streamed lines. Each
+// vector is loaded before its own store and the look-ahead never reads a stored one, so the forward
+// may run in place.
 #define PYGPT_GELU_F32_LOOPS(TARGET, WIDTH, LOADU, STOREU, STREAM)                                \
     TARGET PYGPT_ALWAYS_INLINE void store(float* p, decltype(LOADU(p)) v, bool stream) {          \
         if (stream) STREAM(p, v);                                                                 \
