@@ -435,10 +435,52 @@ def test_backward_outputs_must_not_overlap():
     a = _args(Tk=5)
     with pytest.raises(ValueError, match="overlap"):
         call("backward", a, grad_k=a["grad_q"], k=a["q"], v=a["q"])
-    shared = np.empty((2, 5, 2, 2, 4), np.float32)  # grad_k and grad_v interleaved in one buffer: refused
+    # views of one buffer that share elements: refused (offset by half a head dim, or the same slice)
+    buf = np.empty((2, 5, 2, 8), np.float32)  # (B, Tk, H, 8)
     with pytest.raises(ValueError, match="overlap"):
-        call("backward", k=a["q"], v=a["q"], grad_k=shared[:, :, 0].transpose(0, 2, 1, 3),
-             grad_v=shared[:, :, 1].transpose(0, 2, 1, 3))
+        call("backward", a, grad_k=buf[..., 0:4].transpose(0, 2, 1, 3), grad_v=buf[..., 2:6].transpose(0, 2, 1, 3))
+    with pytest.raises(ValueError, match="overlap"):
+        call("backward", a, grad_k=buf[..., 0:4].transpose(0, 2, 1, 3), grad_v=buf[..., 0:4].transpose(0, 2, 1, 3))
+
+
+def test_backward_outputs_interleaved_in_one_buffer():
+    # grad_q, grad_k, grad_v as the disjoint q/k/v slices of one (B, T, 3, H, d) array (what
+    # F.PackedAttention passes): accepted, and the same numbers as separate buffers
+    a = _args(Tk=5)
+    call("forward", a)
+    want = [np.empty_like(a["q"]) for _ in range(3)]
+    call("backward", a, grad_q=want[0], grad_k=want[1], grad_v=want[2])
+    shared = np.full((2, 5, 3, 2, 4), np.nan, np.float32)
+    got = [shared[:, :, i].transpose(0, 2, 1, 3) for i in range(3)]
+    call("backward", a, grad_q=got[0], grad_k=got[1], grad_v=got[2])
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+    assert not np.isnan(shared).any()
+
+
+def test_packed_attention_backward_writes_one_buffer(monkeypatch):
+    # F.PackedAttention's native backward: the kernel writes dq, dk, dv into the returned gradient
+    seen = {}
+    real = _C.attention_backward
+
+    def spy(*args):
+        seen["grads"] = args[6:9]
+        return real(*args)
+
+    monkeypatch.setattr(_C, "attention_backward", spy)
+    rng = np.random.default_rng(8)
+    B, T, H, d = 2, 20, 3, 8
+    x = rng.standard_normal((B, T, 3 * H * d)).astype(np.float32)
+    g = rng.standard_normal((B, T, H * d)).astype(np.float32)
+    fn = F.PackedAttention()
+    y = fn.forward(x, n_head=H)
+    (gx,) = fn.backward(g)
+    assert all(np.shares_memory(gx, t) for t in seen["grads"]), "the gradient was assembled by copies"
+    q, k, v = (x.reshape(B, T, 3, H, d)[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    out, dq, dk, dv = ref_attention(q, k, v, g.reshape(B, T, H, d).transpose(0, 2, 1, 3), True)
+    assert rel_err(y, out.transpose(0, 2, 1, 3).reshape(B, T, H * d)) <= 1e-5
+    want = np.stack([dq, dk, dv], axis=2).transpose(0, 3, 2, 1, 4).reshape(B, T, 3 * H * d)
+    assert rel_err(gx, want) <= 1e-5
 
 
 def test_readonly_forward_outputs():

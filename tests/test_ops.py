@@ -595,6 +595,68 @@ def test_attention_errors():
         F.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
 
 
+@covers("packed_attention")
+@SETTINGS
+@given(data=st.data())
+def test_attention_qkv(data):
+    # qkv (B, T, 3·H·d) = [q | k | v], heads merged in the output; T up to 9 reaches the native
+    # kernel (from 8 queries) when it is built
+    B, H = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    T = data.draw(st.sampled_from([1, 2, 5, 9]))
+    d = data.draw(st.sampled_from([1, 3, 4]))
+    x = data.draw(arrays((B, T, 3 * H * d)))
+    p = data.draw(st.sampled_from([0.0, 0.0, 0.3]))
+    seed = data.draw(st.integers(0, 1000))
+    drop = None
+    if p:
+        drop = keep_mask(Generator(seed).next_key(), (B, H, T, T), p) / (1 - p)
+
+    def fn(x_):
+        return F.attention_qkv(x_, H, causal=True, dropout_p=p, generator=Generator(seed))
+
+    def ref(x_):
+        q, k, v = (x_.reshape(B, T, 3, H, d)[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        return _np_attention(q, k, v, True, None, drop).transpose(0, 2, 1, 3).reshape(B, T, H * d)
+
+    assert_forward(fn, ref, x, atol=1e-5)
+    check_grad(fn, [x], atol=1e-5)
+
+
+def test_attention_qkv_equals_the_composition():
+    # same forward and gradient as splitting into heads, scaled_dot_product_attention, merging
+    rng = np.random.default_rng(3)
+    B, T, H, d = 2, 12, 3, 4
+    data = rng.standard_normal((B, T, 3 * H * d))
+    w = rng.standard_normal((B, T, H * d))
+    grads = []
+    for packed in (True, False):
+        x = Tensor(data.copy(), requires_grad=True)
+        if packed:
+            y = F.attention_qkv(x, H, dropout_p=0.2, generator=Generator(5))
+        else:
+            qkv = x.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=0.2, generator=Generator(5))
+            y = y.transpose(0, 2, 1, 3).reshape(B, T, H * d)
+        (y * Tensor(w)).sum().backward()
+        grads.append((y.data, x.grad))
+    np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-12, atol=1e-12)
+
+
+def test_attention_qkv_errors():
+    x = Tensor(np.zeros((1, 3, 12)))
+    with pytest.raises(ValueError, match="qkv must be 3-D"):
+        F.attention_qkv(Tensor(np.zeros((3, 12))), 2)
+    with pytest.raises(ValueError, match="3 \\* n_head \\* d"):
+        F.attention_qkv(x, 5)
+    with pytest.raises(ValueError, match="n_head must be a positive int"):
+        F.attention_qkv(x, 0)
+    with pytest.raises(ValueError, match="generator is required"):
+        F.attention_qkv(x, 2, dropout_p=0.1)
+    with pytest.raises(ValueError, match="dropout_p must be in"):
+        F.attention_qkv(x, 2, dropout_p=1.0)
+
+
 def _np_lstm(x, w_ih, w_hh, b, h, c):
     """float64 reference recurrence: [h_t | c_t] for every step, gates i, f, g, o."""
     H = w_hh.shape[0]

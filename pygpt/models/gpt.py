@@ -97,10 +97,13 @@ class CausalSelfAttention(Module):
     def forward(self, x, cache=None):
         B, T, C = x.shape
         H = self.n_head
+        if cache is None:  # training and full-sequence scoring: one node, cheap backward (F.PackedAttention)
+            y = F.attention_qkv(self.c_attn(x), H, causal=True, dropout_p=self.attn_pdrop,
+                                generator=self.generator, training=self.training)  # (B, T, C)
+            return self.resid_dropout(self.c_proj(y))
         qkv = self.c_attn(x).reshape(B, T, 3, H, C // H).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, d)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        if cache is not None:  # inference: append this step's keys/values, attend over all of them
-            k, v = cache.extend(k, v)
+        k, v = cache.extend(k, v)  # inference: append this step's keys/values, attend over all of them
         y = F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=self.attn_pdrop,
                                            generator=self.generator, training=self.training)  # (B, H, T, d)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
