@@ -390,36 +390,28 @@ class TestBadArguments:
 
 
 @needs_native
-def test_gelu_tanh_float32_relative_error_dense_grid():
-    """float32 tanh form (own exp2, explicit FMA, one division): relative error <= 1e-5 vs float64 on
-    1e6 points in [-40, 40], where the result is a normal number (x > -9.9; below, results under ~1e-36
-    flush to 0) and, for f', away from its root near x = -0.7518 (where any relative error is unbounded)."""
+@pytest.mark.parametrize(
+    "approximate,normal_above,fwd_bound,lo,hi",
+    [
+        # tanh: results under ~1e-36 flush to 0 below -9.9; clamps kLo = -10.05, kHi = 10.03
+        ("tanh", -9.9, 8e-6, -10.05, 10.03),  # forward 7.1e-6 measured
+        # erf: f is under ~1e-38 below -13; clamp kErfClamp = 13.27
+        ("none", -13.0, 6e-6, -13.27, 13.27),  # forward 5.1e-6 measured
+    ],
+    ids=["tanh", "erf"],
+)
+def test_gelu_float32_relative_error_dense_grid(approximate, normal_above, fwd_bound, lo, hi):
+    """float32 kernels (gelu_f32.inc: own exp2, explicit FMA, one division) against float64 on 1e6
+    points in [-40, 40]: relative error where the result is a normal number and, for f', away from its
+    root near x = -0.7518 (where any relative error is unbounded); exact limits beyond the clamps
+    (f = x or -0, f' = 1 or 0), no NaN."""
     x = np.linspace(-40, 40, 1_000_001).astype(np.float32)
-    y, dx = run_kernels(x, np.ones_like(x), "tanh")
+    y, dx = run_kernels(x, np.ones_like(x), approximate)
     x64 = x.astype(np.float64)
-    f, df = ref_gelu(x64, "tanh")
-    keep = (x64 > -9.9) & (x64 != 0)
-    assert np.max(np.abs(y[keep] - f[keep]) / np.abs(f[keep])) <= 8e-6  # 7.3e-6 measured
+    f, df = ref_gelu(x64, approximate)
+    keep = (x64 > normal_above) & (x64 != 0)
+    assert np.max(np.abs(y[keep] - f[keep]) / np.abs(f[keep])) <= fwd_bound
     keep &= np.abs(x64 + 0.7517916) > 0.01
     assert np.max(np.abs(dx[keep] - df[keep]) / np.abs(df[keep])) <= 1e-5
-    # exact limits beyond the kernel's clamps (gelu_f32.inc: kLo = -10.05, kHi = 10.03), no NaN
-    assert np.all(y[x64 <= -10.05] == 0) and np.all(dx[x64 <= -10.05] == 0)
-    assert np.all(y[x64 >= 10.03] == x[x64 >= 10.03]) and np.all(dx[x64 >= 10.03] == 1)
-
-
-@needs_native
-def test_gelu_erf_float32_relative_error_dense_grid():
-    """float32 erf form (Phi(-|x|) = e^(-x^2/2) PM(1/(1 + 0.4|x|)), gelu_f32.inc): relative error vs
-    float64 on 1e6 points in [-40, 40] where the result is a normal number (x > -13; below, f is
-    under ~1e-38), and for f' away from its root near x = -0.7518."""
-    x = np.linspace(-40, 40, 1_000_001).astype(np.float32)
-    y, dx = run_kernels(x, np.ones_like(x), "none")
-    x64 = x.astype(np.float64)
-    f, df = ref_gelu(x64, "none")
-    keep = (x64 > -13) & (x64 != 0)
-    assert np.max(np.abs(y[keep] - f[keep]) / np.abs(f[keep])) <= 6e-6  # 5.1e-6 measured
-    keep &= np.abs(x64 + 0.7517916) > 0.01
-    assert np.max(np.abs(dx[keep] - df[keep]) / np.abs(df[keep])) <= 1e-5
-    # exact limits beyond the clamp (kErfClamp = 13.27): f = x or -0, f' = 1 or 0, no NaN
-    assert np.all(y[x64 <= -13.27] == 0) and np.all(dx[x64 <= -13.27] == 0)
-    assert np.all(y[x64 >= 13.27] == x[x64 >= 13.27]) and np.all(dx[x64 >= 13.27] == 1)
+    assert np.all(y[x64 <= lo] == 0) and np.all(dx[x64 <= lo] == 0)
+    assert np.all(y[x64 >= hi] == x[x64 >= hi]) and np.all(dx[x64 >= hi] == 1)
