@@ -1582,17 +1582,26 @@ class Attention(Function):
         self.q, self.k, self.v, self.p, self.drop, self.lse = q, k, v, p, drop, None
         return out
 
+    def native_backward_ok(self, g) -> bool:
+        """Whether the forward ran the CPU kernel and g is a NumPy array, so native_backward applies."""
+        return self.lse is not None and not self.on_cuda and isinstance(g, np.ndarray)
+
+    def native_backward(self, g, gq, gk, gv):
+        """The CPU kernel's dq, dk, dv written into the given (B, H, T, d) buffers (views allowed,
+        such as disjoint slices of one array); returns them."""
+        g = _attention_view(g, self.q.dtype)
+        backend.native.attention_backward(self.q, self.k, self.v, self.out, self.lse, g, gq, gk, gv, self.causal,
+                                          self.key_mask, self.dropout_p, self.dropout_key)
+        return gq, gk, gv
+
     def backward(self, g):
         if self.on_cuda and cuda_kernels.is_cupy(g) and g.dtype == np.float32:
             return cuda_kernels.attention_backward(self.q, self.k, self.v, self.out, self.lse, g, self.causal,
                                                    self.key_mask, self.dropout_p, self.dropout_key)
-        if self.lse is not None and isinstance(g, np.ndarray):  # native forward
+        if self.native_backward_ok(g):
             q, k, v = self.q, self.k, self.v
-            g = _attention_view(g, q.dtype)
-            gq, gk, gv = np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype), np.empty(v.shape, q.dtype)
-            backend.native.attention_backward(q, k, v, self.out, self.lse, g, gq, gk, gv, self.causal, self.key_mask,
-                                              self.dropout_p, self.dropout_key)
-            return gq, gk, gv
+            return self.native_backward(g, np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype),
+                                        np.empty(v.shape, q.dtype))
         if self.lse is not None:  # native forward, foreign gradient: rebuild P with the reference
             _, self.p, self.drop = attention_reference(self.q, self.k, self.v, self.causal, self.key_mask,
                                                        self.dropout_p, self.dropout_key)
@@ -1672,11 +1681,9 @@ class PackedAttention(Function):
         a = self.attn
         B, H, T, d = a.q.shape
         gh = g.reshape(B, T, H, d).transpose(0, 2, 1, 3)  # (B, H, T, d)
-        if a.lse is not None and not a.on_cuda and isinstance(g, np.ndarray):  # native forward
+        if a.native_backward_ok(gh):
             gqkv = np.empty((B, T, 3, H, d), dtype=a.q.dtype)
-            gq, gk, gv = (gqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-            backend.native.attention_backward(a.q, a.k, a.v, a.out, a.lse, _attention_view(gh, a.q.dtype),
-                                              gq, gk, gv, a.causal, a.key_mask, a.dropout_p, a.dropout_key)
+            a.native_backward(gh, *(gqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3)))
         else:
             gqkv = _xp(g).stack(a.backward(gh), axis=2).transpose(0, 3, 2, 1, 4)  # (B, T, 3, H, d)
         return (gqkv.reshape(B, T, 3 * H * d),)
