@@ -334,6 +334,24 @@ def test_linear(data):
     check_grad(F.linear, [x, w])
 
 
+@pytest.mark.parametrize("fin,fout", [(3, 7), (7, 3), (5, 5)])
+def test_linear_weight_grad_is_contiguous_and_exact(fin, fout):
+    """dW = xᵀ g lands in a C-ordered (in, out) array whichever product order _weight_grad picks (no
+    transposed view for the leaf gradient to copy), and equals the float64 product."""
+    rng = np.random.default_rng(fin * 10 + fout)
+    x2, g2 = rng.standard_normal((6, fin)).astype(np.float32), rng.standard_normal((6, fout)).astype(np.float32)
+    gw = F._weight_grad(x2, g2)
+    assert gw.shape == (fin, fout) and gw.flags.c_contiguous and gw.base is None
+    np.testing.assert_allclose(gw, x2.astype(np.float64).T @ g2.astype(np.float64), rtol=1e-5, atol=1e-5)
+    x = Tensor(rng.standard_normal((2, 4, fin)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((fin, fout)).astype(np.float32), requires_grad=True)
+    g = rng.standard_normal((2, 4, fout)).astype(np.float32)
+    (F.linear(x, w) * Tensor(g)).sum().backward()
+    assert w.grad.flags.c_contiguous and w.grad.base is None and w.grad.dtype == np.float32
+    want = x.data.reshape(-1, fin).astype(np.float64).T @ g.reshape(-1, fout).astype(np.float64)
+    np.testing.assert_allclose(w.grad, want, rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------
 # softmax family, layer norm, embedding, dropout, where
 # ------------------------------------------------------------------------------------------
