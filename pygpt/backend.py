@@ -92,6 +92,12 @@ def use_native(array) -> bool:
     return native is not None and isinstance(array, np.ndarray) and array.dtype in (np.float32, np.float64)
 
 
+def _openblas_timeout():
+    from . import openblas
+
+    return openblas.thread_timeout()
+
+
 def info() -> dict:
     """What this installation can do: version, native extension, CUDA."""
     from . import __version__
@@ -102,6 +108,7 @@ def info() -> dict:
         "native": native is not None,
         "native_reason": _NATIVE_ERROR,
         "native_build": native.build_info() if native is not None else None,
+        "openblas_thread_timeout": _openblas_timeout(),
         "tokenizer": "C++ BPE (pygpt._C.BPE)" if native is not None and hasattr(native, "BPE") else "pure-Python BPETokenizer fallback (slower; build pygpt._C for the C++ encoder)",
     }
     try:

@@ -39,11 +39,16 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, corpus):
 
     proc = subprocess.Popen(_args(corpus, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    seen = []
+    seen, t_step8 = [], None
     for line in proc.stdout:
         seen.append(line)
+        if line.startswith("checkpoint  step 8"):
+            t_step8 = time.perf_counter()
         if line.startswith("checkpoint  step 12"):
-            time.sleep(0.3)  # let it get into the next updates, then kill mid-step
+            # let it get about 1.5 updates further (timed from steps 8-12: a fixed 0.3 s once let a
+            # faster build finish all 24), then kill mid-step
+            per_step = (time.perf_counter() - t_step8) / 4 if t_step8 is not None else 0.02
+            time.sleep(1.5 * per_step)
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
