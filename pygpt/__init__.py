@@ -5,7 +5,10 @@ from .backend import info  # noqa: E402
 from . import backend as _backend, openblas as _openblas  # noqa: E402
 
 if _backend.native is not None:
-    _openblas.apply_default()  # idle OpenBLAS workers stop spinning before pygpt's kernels run
+    try:
+        _openblas.apply_default()  # idle OpenBLAS workers stop spinning before pygpt's kernels run
+    except Exception:  # best effort (ctypes on a foreign BLAS build): never a reason to fail the import
+        pass
 from .autograd import Tensor, no_grad, enable_grad, is_grad_enabled, tensor  # noqa: E402
 from . import functional  # noqa: E402
 

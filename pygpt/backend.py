@@ -95,7 +95,10 @@ def use_native(array) -> bool:
 def _openblas_timeout():
     from . import openblas
 
-    return openblas.thread_timeout()
+    try:
+        return openblas.thread_timeout()
+    except Exception:  # best effort, see pygpt/openblas.py
+        return None
 
 
 def info() -> dict:

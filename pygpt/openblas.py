@@ -25,80 +25,106 @@ in another thread, so pygpt does it once, while being imported.
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
+import threading
 
 DEFAULT_EXPONENT = 16  # 2^16 ticks: ~33 µs at 2 GHz
 _ENV = "OPENBLAS_THREAD_TIMEOUT"
 
-# name prefixes/suffixes of the public functions: plain OpenBLAS, NumPy's scipy-openblas (64-bit ints)
+# names of the public "which threading" function: plain OpenBLAS, NumPy's scipy-openblas (64-bit ints)
 _PARALLEL_NAMES = ("openblas_get_parallel", "scipy_openblas_get_parallel64_", "scipy_openblas_get_parallel")
+_NEEDED = ("openblas_read_env", "openblas_thread_timeout", "blas_thread_shutdown_")
 
 
 def _loaded_openblas_paths() -> list[str]:
-    """Paths of the shared libraries mapped into this process whose file name mentions openblas."""
-    paths = []
+    """Paths of the shared libraries mapped into this process with openblas in their path (a file
+    name like libscipy_openblas64_-….so, or a directory like Debian's …/openblas-pthread/libblas.so.3)."""
+    paths: list[str] = []
     try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                parts = line.split()
-                if len(parts) >= 6 and "openblas" in os.path.basename(parts[-1]).lower():
-                    if parts[-1] not in paths:
-                        paths.append(parts[-1])
+        with open("/proc/self/maps", "rb") as maps:  # bytes: a mapped path need not be UTF-8
+            for raw in maps:
+                fields = raw.rstrip(b"\n").split(maxsplit=5)  # the path is the 6th field and may hold spaces
+                if len(fields) < 6 or not fields[5].startswith(b"/"):
+                    continue
+                path = os.fsdecode(fields[5])
+                if "openblas" in path.lower() and ".so" in os.path.basename(path) and path not in paths:
+                    paths.append(path)
     except OSError:  # not Linux
         pass
     return paths
 
 
-def library():
-    """NumPy's OpenBLAS as a ctypes library, if it is a pthreads build that exports what
-    `set_thread_timeout` needs; else None."""
+def libraries() -> list:
+    """Every loaded OpenBLAS that is a pthreads build exporting what `set_thread_timeout` needs, as
+    ctypes libraries (usually one: NumPy's; SciPy may bring a second)."""
+    found = []
     for path in _loaded_openblas_paths():
         try:
-            lib = ctypes.CDLL(path)  # already loaded: the same handle, no second copy
-        except OSError:
+            # RTLD_NOLOAD: only a library the process has already loaded (never a second copy);
+            # PyDLL: calls keep the GIL, so no Python thread starts a BLAS call in between
+            lib = ctypes.PyDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        except (OSError, ValueError):  # not loaded, or a path ctypes cannot pass (UnicodeError)
             continue
         parallel = next((getattr(lib, n) for n in _PARALLEL_NAMES if hasattr(lib, n)), None)
-        needed = ("openblas_read_env", "openblas_thread_timeout", "blas_thread_shutdown_")
-        if parallel is None or not all(hasattr(lib, n) for n in needed):
+        if parallel is None or not all(hasattr(lib, n) for n in _NEEDED):
             continue
         if parallel() != 1:  # 0 sequential, 2 OpenMP: no spinning pool of its own
             continue
-        return lib
-    return None
+        found.append(lib)
+    return found
+
+
+def library():
+    """The first of `libraries()`, or None."""
+    libs = libraries()
+    return libs[0] if libs else None
 
 
 def thread_timeout() -> int | None:
-    """The exponent OpenBLAS's pool uses (0 when OPENBLAS_THREAD_TIMEOUT was unset when it last read
-    its environment: the built-in 28), or None without a suitable OpenBLAS."""
+    """The exponent OpenBLAS read from OPENBLAS_THREAD_TIMEOUT when it last read its environment (0:
+    unset, so its built-in 28; OpenBLAS clamps other values to [4, 30] when it starts its pool), or
+    None without a pthreads OpenBLAS."""
     lib = library()
     return None if lib is None else int(lib.openblas_thread_timeout())
 
 
 def set_thread_timeout(exponent: int) -> bool:
     """Make idle OpenBLAS workers sleep after 2^exponent ticks (4 <= exponent <= 30, OpenBLAS's own
-    bounds). Restarts OpenBLAS's thread pool: call it while no other thread is inside a BLAS call.
-    Returns False (and changes nothing) without a pthreads OpenBLAS."""
-    if isinstance(exponent, bool) or not isinstance(exponent, int) or not 4 <= exponent <= 30:
+    bounds), in every loaded pthreads OpenBLAS. Stops their thread pools, which the next multi-threaded
+    call restarts: call it while no other thread is inside a BLAS call. Returns False (and changes
+    nothing) without a pthreads OpenBLAS."""
+    try:
+        if isinstance(exponent, bool):
+            raise TypeError
+        value = operator.index(exponent)  # ints and NumPy integers, not floats or strings
+    except TypeError:
+        value = None
+    if value is None or not 4 <= value <= 30:
         raise ValueError(f"set_thread_timeout: exponent must be an int in [4, 30], got {exponent!r}")
-    lib = library()
-    if lib is None:
+    exponent = value
+    libs = libraries()
+    if not libs:
         return False
     before = os.environ.get(_ENV)
     os.environ[_ENV] = str(exponent)
     try:
-        lib.openblas_read_env()
+        for lib in libs:
+            lib.openblas_read_env()
     finally:  # OpenBLAS keeps the value it read; child processes should not inherit ours
         if before is None:
-            del os.environ[_ENV]
+            os.environ.pop(_ENV, None)
         else:
             os.environ[_ENV] = before
-    lib.blas_thread_shutdown_()
-    return int(lib.openblas_thread_timeout()) == exponent
+    for lib in libs:
+        lib.blas_thread_shutdown_()
+    return all(int(lib.openblas_thread_timeout()) == exponent for lib in libs)
 
 
 def apply_default() -> bool:
     """What `import pygpt` does when the native kernels are loaded: the 2^16 timeout, unless the user
-    set OPENBLAS_THREAD_TIMEOUT."""
-    if _ENV in os.environ:
+    set OPENBLAS_THREAD_TIMEOUT, or the import runs outside the main thread (where another thread
+    may be inside a BLAS call while the pool stops)."""
+    if _ENV in os.environ or threading.current_thread() is not threading.main_thread():
         return False
     return set_thread_timeout(DEFAULT_EXPONENT)
