@@ -18,10 +18,9 @@ import resource
 import time
 from collections import defaultdict
 
-import numpy as np
 
 import pygpt
-from bench_train import CONFIGS, _cores, pygpt_step, torch_step
+from bench_train import CONFIGS, _cores, pygpt_step, random_batch, torch_step
 from common import machine, table, write_json
 from pygpt import autograd, optim
 
@@ -77,9 +76,7 @@ def main():
     ap.add_argument("--unfused", action="store_true", help="pygpt builds the (B, T, V) logits (return_logits=True)")
     args = ap.parse_args()
     c = CONFIGS[args.config]
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, c["vocab_size"], size=(c["batch"], c["n_ctx"]))
-    y = rng.integers(0, c["vocab_size"], size=(c["batch"], c["n_ctx"]))
+    x, y = random_batch(c)
 
     step = pygpt_step(c, x, y, fused=not args.unfused)
     for _ in range(2):

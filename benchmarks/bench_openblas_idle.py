@@ -17,8 +17,7 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-from bench_train import CONFIGS, pygpt_step
+from bench_train import CONFIGS, pygpt_step, random_batch
 from common import machine, table, write_json
 
 from pygpt import openblas
@@ -38,9 +37,7 @@ def main() -> int:
     rows, out = [], {}
     for name in args.configs.split(","):
         c = CONFIGS[name]
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, c["vocab_size"], (c["batch"], c["n_ctx"]))
-        y = rng.integers(0, c["vocab_size"], (c["batch"], c["n_ctx"]))
+        x, y = random_batch(c)
         step = pygpt_step(c, x, y)
         step()
         step()

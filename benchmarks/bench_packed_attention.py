@@ -17,8 +17,7 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-from bench_train import CONFIGS, pygpt_step
+from bench_train import CONFIGS, pygpt_step, random_batch
 from common import machine, write_json
 
 import pygpt.functional as F
@@ -41,9 +40,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     c = CONFIGS[args.config]
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, c["vocab_size"], (c["batch"], c["n_ctx"]))
-    y = rng.integers(0, c["vocab_size"], (c["batch"], c["n_ctx"]))
+    x, y = random_batch(c)
     step = pygpt_step(c, x, y)
     packed = CausalSelfAttention.forward
     variants = {"composed": composed_forward, "packed": packed}

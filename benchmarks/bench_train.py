@@ -68,6 +68,14 @@ def _timed(step, n):
     return times, (r1.ru_minflt - r0.ru_minflt) / n, (r1.ru_utime - r0.ru_utime) / n, (r1.ru_stime - r0.ru_stime) / n
 
 
+def random_batch(c):
+    """Token ids x and targets y (batch, n_ctx) for config c, the same for every script (seed 0)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, c["vocab_size"], size=(c["batch"], c["n_ctx"]))
+    y = rng.integers(0, c["vocab_size"], size=(c["batch"], c["n_ctx"]))
+    return x, y
+
+
 def pygpt_step(c, x, y, fused=True):
     """One pygpt training step. fused: the loss without materialising the logits (return_logits=False,
     the classifier and cross-entropy fused, as `pygpt train` runs); else logits (B, T, V) + cross_entropy."""
@@ -126,9 +134,7 @@ def main():
     rows, out = [], []
     for name in args.configs.split(","):
         c = CONFIGS[name]
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, c["vocab_size"], size=(c["batch"], c["n_ctx"]))
-        y = rng.integers(0, c["vocab_size"], size=(c["batch"], c["n_ctx"]))
+        x, y = random_batch(c)
         tokens = c["batch"] * c["n_ctx"]
         sides = {"pygpt": pygpt_step(c, x, y, fused=not args.unfused)}
         if torch is not None:
