@@ -153,7 +153,8 @@ def run_ln_bwd(x, w, mean, rstd, g):
 
 @needs_native
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (3, 5), (7, 17), (4, 33), (2, 3, 64), (5, 255), (130, 768), (1, 1600)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (3, 5), (7, 17), (4, 33), (2, 3, 64), (5, 255), (300, 16), (130, 768),
+                                   (1, 1600)])
 def test_layer_norm_kernel_matches_float64(shape, dtype):
     rng = np.random.default_rng(shape[-1])
     x = (3 + 2 * rng.standard_normal(shape)).astype(dtype)  # an offset mean: the variance is two-pass

@@ -20,8 +20,9 @@
 namespace pygpt {
 namespace {
 
-constexpr int64_t kGrain = int64_t(1) << 14;  // elements per forward chunk (whole rows)
+constexpr int64_t kGrain = int64_t(1) << 14;  // elements per parallel task, at least (whole rows)
 constexpr int64_t kMaxChunks = 64;            // backward: at most this many row chunks (partial sums)
+constexpr int64_t kMinChunk = int64_t(1) << 12;  // backward: elements per chunk, at least (whole rows)
 constexpr int64_t kBlock = 512;               // backward: row elements buffered on the stack per block
 
 template <class T>
@@ -187,7 +188,10 @@ void backward_impl(const T* x, const T* w, const T* mean, const T* rstd, const T
     check_ptr(fn, "w", w, dx != nullptr);
     for (auto [name, p] : {std::pair<const char*, const void*>{"x", x}, {"mean", mean}, {"rstd", rstd}, {"dy", dy}})
         check_ptr(fn, name, p, rows > 0);
-    const int64_t chunk = std::max<int64_t>(1, (rows + kMaxChunks - 1) / kMaxChunks);
+    // Chunks of whole rows, each with its own double column sums (2 C), added in chunk order at the
+    // end: at most kMaxChunks of them, and no smaller than kMinChunk elements (one-row chunks made a
+    // 64 x 256 call spend more time on its 64 partial rows than on the rows themselves).
+    const int64_t chunk = std::max({int64_t(1), (rows + kMaxChunks - 1) / kMaxChunks, kMinChunk / C});
     const int64_t nchunks = rows > 0 ? (rows + chunk - 1) / chunk : 0;
     const bool want_w = dw != nullptr, want_b = db != nullptr;
     // partials: per chunk [pw (C) | pb (C)], grown and reused per calling thread (no page faults per call)
@@ -198,9 +202,12 @@ void backward_impl(const T* x, const T* w, const T* mean, const T* rstd, const T
     }
     double* part = partials.data();
     const detail::Isa isa = detail::active_isa();
-    // parallel_chunks hands one thread the whole range when it runs serially: walk it chunk by chunk so
-    // each chunk always fills its own partials.
-    detail::parallel_chunks(rows, chunk, [&](int64_t r0, int64_t r1) {
+    // A task takes whole chunks, at least kGrain elements' worth, so a small call (16 rows of 256) runs
+    // on the calling thread instead of paying the pool's wake-up (~100 us) for ~30 us of work. Each
+    // task walks its range chunk by chunk so every chunk fills its own partials: the bits depend on the
+    // chunks only, never on how they are grouped into tasks or on the thread count.
+    const int64_t task_rows = chunk * std::max<int64_t>(1, kGrain / (chunk * C));
+    detail::parallel_chunks(rows, task_rows, [&](int64_t r0, int64_t r1) {
         for (int64_t a = r0; a < r1; a += chunk) {
             const int64_t c = a / chunk, e = std::min(r1, a + chunk);
             double* pw = want_w ? part + c * 2 * C : nullptr;
