@@ -20,16 +20,19 @@ Prints a table (GB/s) and writes benchmarks/bench_gelu.json next to this file.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from pygpt import backend
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_json  # noqa: E402
 
 MiB = 1 << 20
 
@@ -47,16 +50,6 @@ def median_seconds_interleaved(fns: list, repeats: int) -> list[float]:
             fn()
             ts.append(time.perf_counter() - t0)
     return [statistics.median(ts) for ts in times]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cases(n: int, threads: int):
@@ -102,7 +95,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,2,4,8,16", help="sizes in Mi elements (comma-separated)")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0, help="kernel threads (default: pygpt's current count)")
-    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    ap.add_argument("--out", default="bench_gelu.json", help="JSON file name (written next to this script)")
     args = ap.parse_args()
 
     C = backend.native
@@ -124,7 +117,7 @@ def main() -> None:
     by = {(r["name"], r["n"]): r for r in results}
     copy_ref = {n: by[("np.copyto", n)]["gbps"] for n in sizes}
     head = f"{'GB/s (float32)':<26}" + "".join(f"{n // MiB:>7}M" for n in sizes) + f"{'ms @' + str(sizes[-1] // MiB) + 'M':>11}" + f"{'vs copy':>9}"
-    print(f"GELU bandwidth, {threads} thread(s), {cpu_model()}, median of {args.repeats}")
+    print(f"GELU bandwidth, {threads} thread(s), {machine()['cpu']}, median of {args.repeats}")
     print(head)
     print("-" * len(head))
     for name in names:
@@ -134,7 +127,7 @@ def main() -> None:
         print(row)
 
     info = {
-        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {**machine(), "platform": platform.platform()},
         "threads": threads,
         "repeats": args.repeats,
         "numpy": np.__version__,
@@ -148,8 +141,7 @@ def main() -> None:
         info["torch"] = torch.__version__
     except ImportError:
         info["torch"] = None
-    Path(args.out).write_text(json.dumps(info, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_json(args.out, info)}")
 
 
 if __name__ == "__main__":

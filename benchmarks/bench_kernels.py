@@ -53,6 +53,7 @@ def op(cls, native: bool, needs, *args, **kw):
     try:
         fn = cls()
         fn.needs_grad = needs
+        fn.inputs = args  # as Function.apply records them (Embedding's backward looks at its table)
         out = fn.forward(*args, **kw)
     finally:
         backend.native = _NATIVE
@@ -67,14 +68,9 @@ def op_backward(fn, g, native: bool):
         backend.native = _NATIVE
 
 
-def cases(a, torch):
-    """Yield (name, bytes, {impl: callable})."""
-    rng = np.random.default_rng(0)
-    N, C, V = a.rows, a.channels, a.vocab
-    f4 = 4
-    C_ = backend.native
-
-    # ---- LayerNorm (N, C)
+def layer_norm_cases(rng, N, C, torch):
+    """LayerNorm forward and backward rows on (N, C)."""
+    f4, C_ = 4, backend.native
     x = (1 + rng.standard_normal((N, C))).astype(np.float32)
     w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     dy = rng.standard_normal((N, C)).astype(np.float32)
@@ -100,6 +96,19 @@ def cases(a, torch):
         impl["torch"] = lambda: torch.ops.aten.native_layer_norm_backward(tdy, tx, (C,), tmean, trstd, tw, tb,
                                                                           [True, True, True])
     yield f"layer_norm bwd ({N}×{C})", 3 * N * C * f4, impl
+
+
+def cases(a, torch):
+    """Yield (name, bytes, {impl: callable})."""
+    rng = np.random.default_rng(0)
+    N, C, V = a.rows, a.channels, a.vocab
+    f4 = 4
+    C_ = backend.native
+
+    # ---- LayerNorm (N, C), and a small call (64 rows: a fine-tuning batch of a few short examples),
+    # where the cost of waking the thread pool shows
+    yield from layer_norm_cases(rng, N, C, torch)
+    yield from layer_norm_cases(rng, 64, C, torch)
 
     # ---- cross-entropy (N, V)
     z = (3 * rng.standard_normal((N, V))).astype(np.float32)
