@@ -109,3 +109,11 @@ def test_bench_packed_attention_and_openblas_idle(tmp_path):
     out = run_bench(tmp_path / "idle", "bench_openblas_idle.py", "--configs", "tiny", "--rounds", "1",
                     "--steps", "1")
     assert set(out["configs"]["tiny"]["ratios"]) == {"28", "16", "4"}
+
+
+@needs_native
+def test_bench_bpe_quick(tmp_path):
+    out = run_bench(tmp_path, "bench_bpe.py", "--quick", "--repeats", "1")
+    assert 256 < out["train"]["pygpt"]["n_vocab"] <= 32000  # merges stop where no pair repeats
+    assert out["goals"]["trainer >= 1x HF"] is None  # --quick skips HF's trainer: not run, not missed
+    assert {"encode >= 3x tiktoken", "no worst case > 3x English per byte"} <= set(out["goals"])
