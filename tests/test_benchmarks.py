@@ -23,6 +23,12 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 needs_native = pytest.mark.skipif(backend.native is None, reason="the kernel benchmarks time pygpt._C")
 
 
+def needs(*modules: str) -> None:
+    """The peers are test extras (pip install -e ".[test]"): without one, its script cannot run."""
+    for name in modules:
+        pytest.importorskip(name)
+
+
 def run_bench(tmp_path, script: str, *args: str, timeout: int = 300) -> dict:
     tmp_path.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYGPT_BENCH_OUT=str(tmp_path))
@@ -51,6 +57,7 @@ def test_common_helpers(tmp_path, monkeypatch):
 
 @needs_native
 def test_bench_kernels(tmp_path):
+    needs("torch")
     out = run_bench(tmp_path, "bench_kernels.py", "--repeats", "1", "--rows", "16", "--channels", "8",
                     "--vocab", "50", "--adam-n", "1000", "--dropout-n", "1000")
     kernels = [r["kernel"] for r in out["rows"]]
@@ -64,6 +71,7 @@ def test_bench_kernels(tmp_path):
 
 @needs_native
 def test_bench_gelu(tmp_path):
+    needs("torch")
     out = run_bench(tmp_path, "bench_gelu.py", "--sizes", "1", "--repeats", "1")
     names = {r["name"] for r in out["results"]}
     assert {"np.copyto", "pygpt fwd tanh", "pygpt bwd tanh", "pygpt fwd none", "pygpt bwd none",
@@ -73,6 +81,7 @@ def test_bench_gelu(tmp_path):
 
 @needs_native
 def test_bench_attention(tmp_path):
+    needs("torch")
     out = run_bench(tmp_path, "bench_attention.py", "--T", "8,33", "--repeats", "1", "--mem-T", "64",
                     "--ref-max-T", "33")
     rows = {(r["name"], r["T"], r["dropout"]) for r in out["results"]}
@@ -81,10 +90,12 @@ def test_bench_attention(tmp_path):
             for name in ("pygpt fwd", "pygpt fwd+bwd", "torch fwd+bwd", "numpy ref fwd+bwd"):
                 assert (name, T, p) in rows
     assert all(r["seconds"] > 0 for r in out["results"])
-    assert set(out["peak_extra_bytes"]) >= {"pygpt", "torch"}
+    peaks = out["peak_extra_bytes"]
+    assert isinstance(peaks["pygpt"], int) and isinstance(peaks["torch"], int), peaks  # None: the child failed
 
 
 def test_bench_train_and_faults(tmp_path):
+    needs("torch", "transformers")
     out = run_bench(tmp_path / "train", "bench_train.py", "--configs", "tiny", "--steps", "1", "--rounds", "1")
     (row,) = out["rows"]
     assert row["config"] == "tiny" and row["pygpt"]["step_s"] > 0 and row["torch"]["step_s"] > 0
@@ -95,6 +106,7 @@ def test_bench_train_and_faults(tmp_path):
 
 
 def test_bench_ops_and_lstm(tmp_path):
+    needs("torch")
     out = run_bench(tmp_path / "ops", "bench_ops.py", "--repeats", "3")
     assert out["rows"] and all(r["pygpt_fwd_bwd_us"] > 0 for r in out["rows"])
     out = run_bench(tmp_path / "lstm", "bench_lstm.py", "--batch", "2", "--steps", "3", "--hidden", "8",
@@ -106,6 +118,10 @@ def test_bench_ops_and_lstm(tmp_path):
 def test_bench_packed_attention_and_openblas_idle(tmp_path):
     out = run_bench(tmp_path / "packed", "bench_packed_attention.py", "--config", "tiny", "--rounds", "1")
     assert out["median_packed"] > 0 and out["median_composed"] > 0
+    from pygpt import openblas
+
+    if openblas.library() is None:
+        pytest.skip("NumPy's BLAS here is not a pthreads OpenBLAS that pygpt.openblas can find")
     out = run_bench(tmp_path / "idle", "bench_openblas_idle.py", "--configs", "tiny", "--rounds", "1",
                     "--steps", "1")
     assert set(out["configs"]["tiny"]["ratios"]) == {"28", "16", "4"}
@@ -113,7 +129,8 @@ def test_bench_packed_attention_and_openblas_idle(tmp_path):
 
 @needs_native
 def test_bench_bpe_quick(tmp_path):
-    out = run_bench(tmp_path, "bench_bpe.py", "--quick", "--repeats", "1")
+    needs("tiktoken")
+    out = run_bench(tmp_path, "bench_bpe.py", "--quick")
     assert 256 < out["train"]["pygpt"]["n_vocab"] <= 32000  # merges stop where no pair repeats
     assert out["goals"]["trainer >= 1x HF"] is None  # --quick skips HF's trainer: not run, not missed
     assert {"encode >= 3x tiktoken", "no worst case > 3x English per byte"} <= set(out["goals"])

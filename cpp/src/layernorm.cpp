@@ -25,6 +25,9 @@ constexpr int64_t kMaxChunks = 64;            // backward: at most this many row
 constexpr int64_t kMinChunk = int64_t(1) << 12;  // backward: elements per chunk, at least (whole rows)
 constexpr int64_t kBlock = 512;               // backward: row elements buffered on the stack per block
 
+/// ceil(a / b) for a >= 0, b > 0; at least 1 (the row counts above: whole rows, at least so many elements)
+inline int64_t ceil_div(int64_t a, int64_t b) { return std::max<int64_t>(1, a / b + (a % b != 0)); }
+
 template <class T>
 struct Lanes {
     static constexpr int W = sizeof(T) == 4 ? 16 : 8;
@@ -170,7 +173,7 @@ void forward_impl(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, in
         check_ptr(fn, name, p, rows > 0);
     const T teps = T(eps);
     const detail::Isa isa = detail::active_isa();
-    detail::parallel_chunks(rows, std::max<int64_t>(1, kGrain / C), [&](int64_t r0, int64_t r1) {
+    detail::parallel_chunks(rows, ceil_div(kGrain, C), [&](int64_t r0, int64_t r1) {
 #if PYGPT_HAVE_X86_VARIANTS
         if (isa == detail::Isa::Avx512) return forward_avx512(x, w, b, y, mean, rstd, r0, r1, C, teps);
         if (isa == detail::Isa::Avx2) return forward_avx2(x, w, b, y, mean, rstd, r0, r1, C, teps);
@@ -191,7 +194,7 @@ void backward_impl(const T* x, const T* w, const T* mean, const T* rstd, const T
     // Chunks of whole rows, each with its own double column sums (2 C), added in chunk order at the
     // end: at most kMaxChunks of them, and no smaller than kMinChunk elements (one-row chunks made a
     // 64 x 256 call spend more time on its 64 partial rows than on the rows themselves).
-    const int64_t chunk = std::max({int64_t(1), (rows + kMaxChunks - 1) / kMaxChunks, kMinChunk / C});
+    const int64_t chunk = std::max({int64_t(1), ceil_div(rows, kMaxChunks), ceil_div(kMinChunk, C)});
     const int64_t nchunks = rows > 0 ? (rows + chunk - 1) / chunk : 0;
     const bool want_w = dw != nullptr, want_b = db != nullptr;
     // partials: per chunk [pw (C) | pb (C)], grown and reused per calling thread (no page faults per call)
@@ -206,7 +209,7 @@ void backward_impl(const T* x, const T* w, const T* mean, const T* rstd, const T
     // on the calling thread instead of paying the pool's wake-up (~100 us) for ~30 us of work. Each
     // task walks its range chunk by chunk so every chunk fills its own partials: the bits depend on the
     // chunks only, never on how they are grouped into tasks or on the thread count.
-    const int64_t task_rows = chunk * std::max<int64_t>(1, kGrain / (chunk * C));
+    const int64_t task_rows = chunk * ceil_div(kGrain, chunk * C);
     detail::parallel_chunks(rows, task_rows, [&](int64_t r0, int64_t r1) {
         for (int64_t a = r0; a < r1; a += chunk) {
             const int64_t c = a / chunk, e = std::min(r1, a + chunk);
