@@ -195,7 +195,7 @@ void backward_impl(const T* x, const T* w, const T* mean, const T* rstd, const T
     // end: at most kMaxChunks of them, and no smaller than kMinChunk elements (one-row chunks made a
     // 64 x 256 call spend more time on its 64 partial rows than on the rows themselves).
     const int64_t chunk = std::max({int64_t(1), ceil_div(rows, kMaxChunks), ceil_div(kMinChunk, C)});
-    const int64_t nchunks = rows > 0 ? (rows + chunk - 1) / chunk : 0;
+    const int64_t nchunks = rows > 0 ? ceil_div(rows, chunk) : 0;
     const bool want_w = dw != nullptr, want_b = db != nullptr;
     // partials: per chunk [pw (C) | pb (C)], grown and reused per calling thread (no page faults per call)
     static thread_local std::vector<double> partials;
