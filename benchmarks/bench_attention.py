@@ -24,19 +24,15 @@ Prints a table and writes benchmarks/bench_attention.json next to this file.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, table, write_json  # noqa: E402
+from common import machine, table, time_interleaved, write_json  # noqa: E402
 
 import pygpt.functional as F  # noqa: E402
 from pygpt import Tensor, backend, no_grad  # noqa: E402
@@ -97,19 +93,6 @@ def torch_runner(T: int, p: float, grad: bool):
                 sdpa(tq, tk, tv, is_causal=True, dropout_p=p)
 
     return run
-
-
-def time_interleaved(runners: dict, repeats: int) -> dict:
-    """{name: (median, min)} seconds; one warm-up each, then the runners take turns."""
-    for fn in runners.values():
-        fn()
-    times = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: (statistics.median(ts), min(ts)) for name, ts in times.items()}
 
 
 # ------------------------------------------------------------------ peak memory (subprocess)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,24 +30,9 @@ import numpy as np
 from pygpt import backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_json  # noqa: E402
+from common import machine, time_interleaved, write_json  # noqa: E402
 
 MiB = 1 << 20
-
-
-def median_seconds_interleaved(fns: list, repeats: int) -> list[float]:
-    """Median time of each callable over `repeats` rounds; each round calls every callable once, so a
-    slow spell of this shared machine (memory bandwidth moves with the neighbours' load) hits the copy
-    reference and the kernels alike instead of whichever case it happened to overlap."""
-    for fn in fns:
-        fn()  # warm-up: page faults, thread pool start
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
 
 
 def cases(n: int, threads: int):
@@ -109,8 +92,9 @@ def main() -> None:
     results = []  # one dict per (name, n)
     for n in sizes:
         named = list(cases(n, threads))
-        secs = median_seconds_interleaved([fn for _, _, fn in named], args.repeats)
-        for (name, nbytes, _), sec in zip(named, secs):
+        timed = time_interleaved({name: fn for name, _, fn in named}, args.repeats)
+        for name, nbytes, _ in named:
+            sec = timed[name][0]  # median
             results.append({"name": name, "n": n, "bytes": nbytes, "seconds": sec, "gbps": nbytes / sec / 1e9})
 
     names = list(dict.fromkeys(r["name"] for r in results))

@@ -20,6 +20,22 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def time_interleaved(runners: dict, repeats: int) -> dict:
+    """{name: (median, min)} seconds of each callable: one warm-up call each (page faults, thread pool
+    start), then `repeats` rounds in which every callable runs once, so a slow spell of this shared
+    machine (memory bandwidth moves with the neighbours' load) hits the reference and the kernels alike
+    instead of whichever case it happened to overlap."""
+    for fn in runners.values():
+        fn()
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(ts), min(ts)) for name, ts in times.items()}
+
+
 def machine() -> dict:
     """The CPU as /proc/cpuinfo names it, plus its family and model numbers and vector extensions: the
     hosts here say only "AMD EPYC", and a Zen 1 and a Zen 3 EPYC (family 23 model 1, family 25 model 1)
