@@ -94,10 +94,8 @@ def set_thread_timeout(exponent: int) -> bool:
     bounds), in every loaded pthreads OpenBLAS. Stops their thread pools, which the next multi-threaded
     call restarts: call it while no other thread is inside a BLAS call. Returns False (and changes
     nothing) without a pthreads OpenBLAS."""
-    try:
-        if isinstance(exponent, bool):
-            raise TypeError
-        value = operator.index(exponent)  # ints and NumPy integers, not floats or strings
+    try:  # ints and NumPy integers; not bools, floats or strings
+        value = None if isinstance(exponent, bool) else operator.index(exponent)
     except TypeError:
         value = None
     if value is None or not 4 <= value <= 30:
